@@ -1,0 +1,82 @@
+"""One exception tree for gmmnet.
+
+Every error a user can cause is a :class:`GmmnetError` subclass with its own
+exit code; the CLI prints ``gmmnet: error: <message>`` on one line and exits
+with that code (tracebacks only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class GmmnetError(Exception):
+    """Base class; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class UsageError(GmmnetError):
+    """Bad command-line arguments or option values."""
+
+    exit_code = 2
+
+
+class InputFileError(GmmnetError):
+    """A file is missing, unreadable, of an unknown kind, corrupt or too large."""
+
+    exit_code = 3
+
+
+class UnsafeFileError(GmmnetError):
+    """A file asks for something gmmnet refuses to do (code execution, paths outside its folder)."""
+
+    exit_code = 4
+
+
+class UnsupportedModelError(GmmnetError):
+    """A model of a class, structure or ONNX pattern gmmnet cannot convert."""
+
+    exit_code = 5
+
+
+class NotFittedError(GmmnetError):
+    """An estimator that has not been fitted."""
+
+    exit_code = 6
+
+
+class InvalidModelError(GmmnetError):
+    """A model whose numbers are invalid: non-finite, singular covariance, bad weights, shapes."""
+
+    exit_code = 7
+
+
+class DataError(GmmnetError):
+    """Scoring data of the wrong shape or content."""
+
+    exit_code = 8
+
+
+class OutputExistsError(GmmnetError):
+    """The output exists (use --force) or would overwrite an input."""
+
+    exit_code = 9
+
+
+class PrecisionWarning(UserWarning):
+    """float32 arithmetic would lose more accuracy than gmmnet promises."""
+
+
+EXIT_CODES = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        GmmnetError,
+        UsageError,
+        InputFileError,
+        UnsafeFileError,
+        UnsupportedModelError,
+        NotFittedError,
+        InvalidModelError,
+        DataError,
+        OutputExistsError,
+    )
+}

@@ -1,0 +1,140 @@
+"""The math, in float64 numpy: whitening bases, neurons (W, b) ⇄ Gaussians, reference scoring.
+
+Conventions: a component's eigenvectors are orthonormal *rows* V, sorted by
+decreasing eigenvalue λ; its neurons are W = diag(λ^-1/2) V, b = −W μ, and
+a = |W x + b| are the 1-D Mahalanobis distances along each principal component.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from .errors import InvalidModelError
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def _sorted_desc(vecs: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-vals, kind="stable")
+    return np.ascontiguousarray(vecs[order]), np.ascontiguousarray(vals[order])
+
+
+def basis_from_precision_cholesky(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigen-basis of Σ from a factor U with Σ⁻¹ = U Uᵀ (scikit-learn's ``precisions_cholesky_``).
+
+    The SVD of the factor is used instead of eigh(U Uᵀ): singular values of U keep
+    relative accuracy ε·cond(U) = ε·√cond(Σ), where eigh of the product would lose
+    ε·cond(Σ).  Returns (eigenvectors as rows, eigenvalues), eigenvalues descending.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    _, s, vh = np.linalg.svd(u.T)  # Uᵀ = Q S Vh  ⇒  U Uᵀ = Vhᵀ S² Vh
+    if np.any(s <= 0) or not np.all(np.isfinite(s)):
+        raise InvalidModelError("precision factor is singular or non-finite")
+    return _sorted_desc(vh, 1.0 / s**2)
+
+
+def basis_from_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigen-basis of a symmetric positive-definite covariance (rows, descending eigenvalues)."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if not np.all(np.isfinite(cov)):
+        raise InvalidModelError("covariance has non-finite values")
+    vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
+    if vals.min() <= 0:
+        raise InvalidModelError(f"covariance is not positive definite (smallest eigenvalue {vals.min():.3g})")
+    return _sorted_desc(vecs.T, vals)
+
+
+def whitening(eigenvectors: np.ndarray, eigenvalues: np.ndarray) -> np.ndarray:
+    """W = diag(λ^-1/2) V: rows are the neurons' weight vectors."""
+    return eigenvectors / np.sqrt(eigenvalues)[:, None]
+
+
+def neurons(mean: np.ndarray, eigenvectors: np.ndarray, eigenvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) of one component: W = diag(λ^-1/2) V, b = −W μ."""
+    w = whitening(eigenvectors, eigenvalues)
+    return w, -(w @ mean)
+
+
+def gaussian_from_neurons(w: np.ndarray, b: np.ndarray, rcond: float = 1e-12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Invert a full-rank neuron block: Σ⁻¹ = WᵀW, μ = least-squares point of the hyperplanes Wx + b = 0.
+
+    Invariant to W → R W, b → R b for orthogonal R (whitening is not unique).
+    Returns (mean, eigenvectors rows, eigenvalues descending).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    q, s, vh = np.linalg.svd(w, full_matrices=False)  # W = Q S Vh, WᵀW = Vhᵀ S² Vh
+    d = w.shape[1]
+    if s.size < d or s[-1] <= rcond * s[0]:
+        raise InvalidModelError(f"neuron block has rank < {d}: the Gaussian is not determined by its weights")
+    mean = -(vh.T @ ((q.T @ b) / s))
+    vecs, vals = _sorted_desc(vh, 1.0 / s**2)
+    return mean, vecs, vals
+
+
+def covariance(eigenvectors: np.ndarray, eigenvalues: np.ndarray, residual_variance: float | None = None) -> np.ndarray:
+    """Σ = Vᵀ diag(λ) V (+ σ²(I − VᵀV) for the discarded directions)."""
+    cov = (eigenvectors.T * eigenvalues) @ eigenvectors
+    if residual_variance is not None:
+        d = eigenvectors.shape[1]
+        cov = cov + residual_variance * (np.eye(d) - eigenvectors.T @ eigenvectors)
+    return cov
+
+
+def log_normalizer(eigenvalues: np.ndarray, n_features: int, residual_variance: float | None = None) -> float:
+    """log of N's constant: −½ Σ log λ_i − (d/2) log 2π (residual directions use σ²)."""
+    logdet = float(np.sum(np.log(eigenvalues)))
+    if residual_variance is not None:
+        logdet += (n_features - eigenvalues.size) * float(np.log(residual_variance))
+    return -0.5 * logdet - 0.5 * n_features * LOG_2PI
+
+
+# ---------------------------------------------------------------------------
+# Reference scoring (float64, centred form); the ONNX and torch graphs are tested against it.
+
+
+def component_log_terms(mixture) -> np.ndarray:
+    """c_k = log w_k + log-normalizer_k + log_constant_k (−inf for zero weight)."""
+    out = np.empty(mixture.n_components)
+    for k, c in enumerate(mixture.components):
+        with np.errstate(divide="ignore"):
+            logw = np.log(c.weight)
+        out[k] = logw + log_normalizer(c.eigenvalues, c.n_features, c.residual_variance) + c.log_constant
+    return out
+
+
+def distances(mixture, x: np.ndarray) -> np.ndarray:
+    """The Abs activations |W_k (x − μ_k)|, shape (n, Σ_k r_k), components in order."""
+    x = np.asarray(x, dtype=np.float64)
+    blocks = [np.abs((x - c.mean) @ whitening(c.eigenvectors, c.eigenvalues).T) for c in mixture.components]
+    return np.concatenate(blocks, axis=1)
+
+
+def mahalanobis_sq(mixture, x: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance to every component, shape (n, K)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty((x.shape[0], mixture.n_components))
+    for k, c in enumerate(mixture.components):
+        diff = x - c.mean
+        z = diff @ whitening(c.eigenvectors, c.eigenvalues).T
+        d2 = np.sum(z * z, axis=1)
+        if c.residual_variance is not None:
+            proj = diff @ c.eigenvectors.T
+            d2 = d2 + (np.sum(diff * diff, axis=1) - np.sum(proj * proj, axis=1)) / c.residual_variance
+        out[:, k] = d2
+    return out
+
+
+def log_joint(mixture, x: np.ndarray) -> np.ndarray:
+    """log w_k + log N_k(x) + c_k for every row and component, shape (n, K)."""
+    return -0.5 * mahalanobis_sq(mixture, x) + component_log_terms(mixture)
+
+
+def log_likelihood(mixture, x: np.ndarray) -> np.ndarray:
+    return logsumexp(log_joint(mixture, x), axis=1)
+
+
+def responsibilities(mixture, x: np.ndarray) -> np.ndarray:
+    lj = log_joint(mixture, x)
+    return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
