@@ -1,0 +1,634 @@
+"""IR → ONNX: a Gaussian mixture as an Abs (or exact ReLU) network with a mixture head.
+
+The graph contract (layouts, node and initializer names, outputs, metadata keys) is
+docs/onnx-graph.md; keep the two in step.  In short, component k's neuron i is
+``w = λ_i^-½ v_i, b = −wᵀμ_k, a = |wᵀx + b|``; the head computes ``D²_k = Σ_i a²``,
+``L_k = −½ D²_k + c_k`` and from it the log-likelihood (a guarded log-sum-exp), the
+responsibilities and the label.
+
+Every constant is derived in float64 and cast only when written.  In a float32 graph the
+biases are computed from the float32-rounded weights (and the float32-rounded centre),
+so that the graph evaluates ``W̃ (x − μ)`` up to arithmetic rounding; ``centering``
+decides how much of that rounding cancels (see :func:`float32_error_estimate`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ... import linalg
+from ...errors import PrecisionWarning, UnsupportedModelError, UsageError
+
+__all__ = [
+    "ABS_OK",
+    "ACTIVATIONS",
+    "CENTERINGS",
+    "DEFAULT_OUTPUTS",
+    "DTYPES",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "OUTPUTS",
+    "RATIO_OK",
+    "WARN_ABOVE",
+    "float32_error_estimate",
+    "to_onnx",
+]
+
+#: Every output a graph can have (a graph has the requested ones, in the order requested).
+OUTPUTS = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
+DEFAULT_OUTPUTS = ("label", "responsibilities", "log_likelihood")
+ACTIVATIONS = ("abs", "relu")
+DTYPES = ("float32", "float64")
+CENTERINGS = ("auto", "none", "global", "component")
+MIN_OPSET = 13
+MAX_OPSET = 21
+
+#: ``centering="auto"`` takes the cheapest of none, global, component whose estimated error
+#: (see :func:`float32_error_estimate`) is at most ``max(ABS_OK, RATIO_OK × estimate of
+#: component)``.  Chosen by measurement (docs/onnx-graph.md, "Centering").
+ABS_OK = 1e-6
+RATIO_OK = 2.0
+#: A chosen layout whose estimate exceeds this warns with PrecisionWarning.
+WARN_ABOVE = 1e-4
+#: "within a few σ": the estimate looks at points A standard deviations from a mean.
+_A = 3.0
+_UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
+
+
+# ---------------------------------------------------------------------------
+# float64 derivation
+
+
+@dataclass
+class _Prepared:
+    """The mixture as arrays: K components of r = n_features neurons each (rank-completed)."""
+
+    K: int
+    d: int
+    ctype: str
+    means: np.ndarray  # (K, d)
+    W: np.ndarray  # (K, d, d) whitening rows λ^-½ v (diagonal for diag/spherical)
+    scales: np.ndarray | None  # (K, d) λ^-½ for diag/spherical
+    consts: np.ndarray  # (K,) c_k
+    weights: np.ndarray  # (K,)
+    coord_std: np.ndarray  # (K, d) sqrt(diag Σ_k)
+    kept: list[int]  # rank r_k of each component as stored (≤ d)
+    truncated: bool = False
+    labels: list[list[str]] = field(default_factory=list)  # per component, per neuron
+
+
+def _complete(c) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors/eigenvalues of a component, completed to full rank with its residual variance."""
+    V, lam = c.eigenvectors, c.eigenvalues
+    if c.rank == c.n_features:
+        return V, lam
+    # orthonormal complement of the kept rows: the trailing right singular vectors of V
+    d = c.n_features
+    _, _, vh = np.linalg.svd(V, full_matrices=True)
+    comp = vh[c.rank:]
+    return np.vstack([V, comp]), np.concatenate([lam, np.full(d - c.rank, float(c.residual_variance))])
+
+
+def _prepare(mixture) -> _Prepared:
+    K, d = mixture.n_components, mixture.n_features
+    ct = mixture.covariance_type
+    means = mixture.means.astype(np.float64)
+    Ws, stds, kept, labels = [], [], [], []
+    truncated = False
+    for k, c in enumerate(mixture.components):
+        V, lam = _complete(c)
+        truncated |= c.rank < d
+        W = linalg.whitening(V, lam)
+        Ws.append(W)
+        stds.append(np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0)))
+        kept.append(c.rank)
+        labels.append([f"c{k}/pc{i}" for i in range(c.rank)] + [f"c{k}/res{i}" for i in range(d - c.rank)])
+    if ct == "tied" and not all(np.array_equal(w, Ws[0]) for w in Ws):
+        ct = "full"  # tied components truncated with different residual variances: no shared product
+    scales = None
+    if ct in ("diag", "spherical"):
+        scales = np.stack([1.0 / np.sqrt(c.eigenvalues) for c in mixture.components])
+    return _Prepared(
+        K=K, d=d, ctype=ct, means=means, W=np.stack(Ws), scales=scales,
+        consts=linalg.component_log_terms(mixture), weights=mixture.weights, coord_std=np.stack(stds),
+        kept=kept, truncated=truncated, labels=labels,
+    )
+
+
+def _rounder(dtype: str):
+    np_dtype = np.float32 if dtype == "float32" else np.float64
+    return lambda a: np.asarray(a, dtype=np.float64).astype(np_dtype).astype(np.float64)
+
+
+def _global_centre(p: _Prepared, dtype: str) -> np.ndarray:
+    """The mixture's overall mean Σ π_k μ_k, rounded to the graph dtype (used exactly afterwards)."""
+    return _rounder(dtype)(p.weights @ p.means)
+
+
+def _split(p: _Prepared, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """μ_k = μ_hi + μ_lo with μ_hi = float32(μ_k), μ_lo = float32(μ_k − μ_hi) (float64: μ_lo = 0)."""
+    rnd = _rounder(dtype)
+    hi = rnd(p.means)
+    lo = rnd(p.means - hi)
+    return hi, lo
+
+
+# ---------------------------------------------------------------------------
+# error estimate
+
+
+def _layout_centering(ctype: str, centering: str) -> str:
+    return "component" if ctype in ("diag", "spherical") else centering
+
+
+def _estimate(p: _Prepared, centering: str, dtype: str) -> float:
+    u = _UNIT_ROUNDOFF[dtype]
+    rnd = _rounder(dtype)
+    centering = _layout_centering(p.ctype, centering)
+    if centering == "none":
+        centres = np.zeros_like(p.means)
+    elif centering == "global":
+        centres = np.broadcast_to(_global_centre(p, dtype), p.means.shape)
+    else:
+        hi, lo = _split(p, dtype)
+        centres = hi + lo
+    worst = 0.0
+    for k in range(p.K):
+        W = rnd(p.W[k])
+        off = p.means[k] - centres[k]  # what the product has to cancel
+        t = np.abs(off) + _A * p.coord_std[k]  # |x − c| at points A σ from the mean
+        e = np.sqrt((W * W) @ (t * t)) + np.abs(W @ off)  # per neuron: products, and the bias they cancel
+        head = (abs(float(p.consts[k])) if np.isfinite(p.consts[k]) else 0.0) + p.d
+        worst = max(worst, u * (_A * float(np.sqrt(e @ e)) + head))
+    return worst
+
+
+def float32_error_estimate(mixture, centering: str = "auto", *, dtype: str = "float32") -> float:
+    """Estimated worst absolute error of ``log_likelihood`` from rounding in a ``dtype`` graph.
+
+    For component k with neurons w̃_i (weights rounded to ``dtype``), the centre c that the
+    layout subtracts before the product (0 for ``"none"``, the rounded mixture mean for
+    ``"global"``, μ_k itself for ``"component"`` and for diag/spherical) and points within
+    A = 3 standard deviations of μ_k (σ_kj = √Σ_k,jj per coordinate)::
+
+        t_j   = |μ_kj − c_j| + A σ_kj                  size of the product's input x − c
+        e_ki  = ‖w̃_i ∘ t‖₂ + |w̃_i · (μ_k − c)|        rounding of the products (and of x − c),
+                                                       and of the bias they must cancel
+        est_k = u · (A ‖e_k‖₂ + |c_k| + d)
+
+    u is the unit roundoff (2⁻²⁴ for float32, 2⁻⁵³ for float64).  δz_ki ≈ u·e_ki is the error
+    of a pre-activation; ½ δ(D²) = Σ_i a_i δz_i ≤ D ‖δz‖₂ with D ≈ A gives A‖e_k‖₂; u(|c_k| + d)
+    is the head's share (rounding of the constant and of D² ≈ d).  The estimate is max_k est_k.
+    Measured on onnxruntime for 67 models (docs/onnx-graph.md, "Centering"), the worst absolute
+    error over the data was 0.2–4 times the estimate.
+
+    ``centering="auto"`` returns the estimate of the layout :func:`to_onnx` would choose.
+    """
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if centering not in CENTERINGS:
+        raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+    _check_mixture(mixture)
+    p = _prepare(mixture)
+    if centering == "auto":
+        centering, _, _ = _choose_centering(p, dtype)
+    return _estimate(p, centering, dtype)
+
+
+def _choose_centering(p: _Prepared, dtype: str) -> tuple[str, str, dict]:
+    """(centering, reason, estimates) for centering="auto".
+
+    A layout is acceptable when its estimate is at most ``max(ABS_OK, RATIO_OK · est(component))``:
+    centering is added only where it buys a real improvement over the float32 floor the
+    covariance itself imposes (rounding of w·(x − μ) along thin directions), which no layout
+    removes.  The cheapest acceptable of none, global, component is chosen.
+    """
+    if p.ctype in ("diag", "spherical"):
+        est = _estimate(p, "component", dtype)
+        return "component", f"{p.ctype} graphs are always centred per component", {"component": est}
+    ests = {mode: _estimate(p, mode, dtype) for mode in ("none", "global", "component")}
+    bar = max(ABS_OK, RATIO_OK * ests["component"])
+    for mode in ("none", "global", "component"):
+        if ests[mode] <= bar:
+            break
+    others = ", ".join(f"{m} {v:.2e}" for m, v in ests.items() if m != mode)
+    reason = (f"auto: cheapest layout with estimate <= max({ABS_OK:.0e}, {RATIO_OK:g} x component estimate) "
+              f"= {bar:.2e}; {mode} {ests[mode]:.2e} ({others})")
+    return mode, reason, ests
+
+
+# ---------------------------------------------------------------------------
+# graph building
+
+
+class _Graph:
+    def __init__(self, dtype: str, opset: int):
+        import onnx
+
+        self.onnx = onnx
+        self.dtype = dtype
+        self.np_dtype = np.float32 if dtype == "float32" else np.float64
+        self.elem = onnx.TensorProto.FLOAT if dtype == "float32" else onnx.TensorProto.DOUBLE
+        self.opset = opset
+        self.nodes: list = []
+        self.inits: list = []
+        self._init_names: set[str] = set()
+        self.renames: dict[str, str] = {}  # internal tensor name → graph output name
+
+    def const(self, name: str, value, doc: str = "", dtype=None) -> str:
+        from onnx import numpy_helper
+
+        if name in self._init_names:
+            return name
+        arr = np.asarray(value, dtype=dtype or self.np_dtype)
+        t = numpy_helper.from_array(arr if arr.ndim == 0 else np.ascontiguousarray(arr), name)
+        if doc:
+            t.doc_string = doc
+        self.inits.append(t)
+        self._init_names.add(name)
+        return name
+
+    def ints(self, name: str, values) -> str:
+        return self.const(name, np.asarray(values, dtype=np.int64), dtype=np.int64)
+
+    def node(self, op: str, inputs: list[str], name: str, doc: str = "", out: str | None = None, **attrs) -> str:
+        out = self.renames.get(out or name, out or name)
+        n = self.onnx.helper.make_node(op, inputs, [out], name=name, **attrs)
+        if doc:
+            n.doc_string = doc
+        self.nodes.append(n)
+        return out
+
+    def reduce(self, op: str, x: str, axes: list[int], name: str, keepdims: int, doc: str = "") -> str:
+        """Reduce* with ``axes`` as an attribute (before opset 18) or an input (18+; ReduceSum 13+)."""
+        as_input = self.opset >= 18 or op == "ReduceSum"
+        if as_input:
+            ax = self.ints("axes/" + "_".join(str(a) for a in axes), axes)
+            return self.node(op, [x, ax], name, doc, keepdims=keepdims)
+        return self.node(op, [x], name, doc, axes=list(axes), keepdims=keepdims)
+
+    def unsqueeze(self, x: str, axes: list[int], name: str, doc: str = "") -> str:
+        return self.node("Unsqueeze", [x, self.ints("axes/" + "_".join(str(a) for a in axes), axes)], name, doc)
+
+    def squeeze(self, x: str, axes: list[int], name: str, doc: str = "") -> str:
+        return self.node("Squeeze", [x, self.ints("axes/" + "_".join(str(a) for a in axes), axes)], name, doc)
+
+    def reshape(self, x: str, shape: list[int], name: str, doc: str = "") -> str:
+        return self.node("Reshape", [x, self.ints("shape/" + "_".join(str(s) for s in shape), shape)], name, doc)
+
+
+def _center(g: _Graph, x: str, hi: np.ndarray, lo: np.ndarray, prefix: str, what: str) -> str:
+    """x − μ_hi − μ_lo (``{prefix}/center_hi``, ``{prefix}/center_lo``), or x − μ (``{prefix}/center``) when μ_lo = 0."""
+    if not np.any(lo):
+        return g.node("Sub", [x, g.const(f"{prefix}/mean", hi, f"{what} (exact in the graph dtype)")],
+                      f"{prefix}/center", f"x - mean: {what}")
+    c = g.node("Sub", [x, g.const(f"{prefix}/mean_hi", hi, f"{what}, high part: float32(mean)")],
+               f"{prefix}/center_hi", "x - mean_hi")
+    return g.node("Sub", [c, g.const(f"{prefix}/mean_lo", lo, f"{what}, low part: float32(mean - mean_hi)")],
+                  f"{prefix}/center_lo", "(x - mean_hi) - mean_lo = x - mean to float32 rounding of the result")
+
+
+def _neuron_list(p: _Prepared) -> str:
+    return ",".join(lab for labs in p.labels for lab in labs)
+
+
+def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str) -> tuple[str, str]:
+    """The neuron layer.  Returns (pre-activation Z, its kind): "flat" = (N, K·R), "nkr" = (N, K, R).
+
+    R = r for Abs, 2r for ReLU (per component: r rows w, then r rows −w).
+    """
+    rnd = _rounder(g.dtype)
+    K, d = p.K, p.d
+    relu = activation == "relu"
+    pair = (lambda a, axis: np.concatenate([a, -a], axis=axis)) if relu else (lambda a, axis: a)
+    layout_doc_rows = (
+        "row k*2r + i = +w (component k, principal component i); row k*2r + r + i = -w (same neuron, mirrored)"
+        if relu else "row k*r + i = component k, principal component i"
+    )
+    neurons = "neurons (component-major): " + _neuron_list(p)
+    x = "X"
+
+    if p.ctype in ("diag", "spherical"):
+        hi, lo = _split(p, g.dtype)
+        s = rnd(p.scales)
+        if p.ctype == "spherical":
+            s = s[:, :1]
+        if relu:
+            xu = g.unsqueeze(x, [1, 2], "layer0/unsqueeze", "X as (N, 1, 1, d)")
+            hi_, lo_, s_ = hi[:, None, :], lo[:, None, :], np.stack([s, -s], axis=1)
+        else:
+            xu = g.unsqueeze(x, [1], "layer0/unsqueeze", "X as (N, 1, d)")
+            hi_, lo_, s_ = hi, lo, s
+        c = _center(g, xu, hi_, lo_, "layer0", "component means, broadcast over the batch")
+        sdoc = ("lambda^-1/2 per component and feature" if p.ctype == "diag" else "lambda^-1/2 per component")
+        if relu:
+            sdoc += "; [k, 0] = +scale, [k, 1] = -scale"
+        z = g.node("Mul", [c, g.const("layer0/scale", s_, sdoc)], "layer0/linear",
+                   "pre-activations w_ki (x - mu_k): " + ("(N, K, 2, d)" if relu else "(N, K, d)") + "; " + neurons)
+        if relu:
+            z = g.reshape(z, [0, K, 2 * d], "layer0/reshape", "(N, K, 2d): per component d rows +, then d rows -")
+        return z, "nkr"
+
+    W = rnd(p.W)  # (K, d, d), rows = neurons
+    if p.ctype == "tied":
+        W0 = W[0]
+        Wp = pair(W0, 0)  # (R, d)
+        if centering == "component":
+            hi, lo = _split(p, g.dtype)
+            xu = g.unsqueeze(x, [1], "layer0/unsqueeze", "X as (N, 1, d)")
+            c = _center(g, xu, hi, lo, "layer0", "component means (K, d)")
+            z = g.node("MatMul", [c, g.const("layer0/W_T", Wp.T, "shared whitening, transposed: column i = neuron i ("
+                                             + ("w_0..w_{d-1}, then -w_0..-w_{d-1})" if relu else "w_i = lambda_i^-1/2 v_i)"))],
+                       "layer0/linear", "(x - mu_k) W^T: (N, K, R); " + neurons)
+            return z, "nkr"
+        if centering == "global":
+            mbar = _global_centre(p, g.dtype)
+            x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
+                       "layer0/center", "x - global centre")
+            offs = p.means - mbar
+        else:
+            offs = p.means
+        b = -(offs @ W0.T)  # (K, d), float64 from the rounded weights
+        y = g.node("Gemm", [x, g.const("layer0/W", Wp, "shared whitening rows: " + (
+            "rows 0..d-1 = w_i, rows d..2d-1 = -w_i" if relu else "row i = w_i = lambda_i^-1/2 v_i"))],
+            "layer0/shared_linear", "W x for the shared covariance: (N, R)", transB=1)
+        y = g.reshape(y, [0, 1, Wp.shape[0]], "layer0/reshape", "(N, 1, R)")
+        z = g.node("Add", [y, g.const("layer0/b", pair(b, 1), "per-component biases b_k = -W (mu_k - centre): (K, R)")],
+                   "layer0/linear", "W x + b_k: (N, K, R); " + neurons)
+        return z, "nkr"
+
+    # full
+    rows = np.concatenate([pair(W[k], 0) for k in range(K)])  # (K·R, d)
+    if centering == "component":
+        hi, lo = _split(p, g.dtype)
+        parts = []
+        for k in range(K):
+            c = _center(g, x, hi[k], lo[k], f"layer0/c{k}", f"mean of component {k}")
+            R = rows.shape[0] // K
+            parts.append(g.node("Gemm", [c, g.const(f"layer0/c{k}/W", rows[k * R:(k + 1) * R],
+                                                    f"component {k} neurons, " + ("rows w_i then -w_i" if relu else "row i = w_i"))],
+                                f"layer0/c{k}/linear", f"W_{k} (x - mu_{k})", transB=1))
+        z = g.node("Concat", parts, "layer0/linear", "(N, K*R), " + layout_doc_rows + "; " + neurons, axis=1)
+        return z, "flat"
+    if centering == "global":
+        mbar = _global_centre(p, g.dtype)
+        x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
+                   "layer0/center", "x - global centre")
+        offs = p.means - mbar
+    else:
+        offs = p.means
+    b = -np.einsum("kij,kj->ki", W, offs)  # (K, r), float64 from the rounded weights
+    bias = np.concatenate([pair(b[k], 0) for k in range(K)])
+    z = g.node("Gemm", [x, g.const("layer0/W", rows, "neuron weights, " + layout_doc_rows),
+                        g.const("layer0/b", bias, "neuron biases b = -w (mu_k - centre), same row layout")],
+               "layer0/linear", "z = W x + b: (N, K*R); " + neurons, transB=1)
+    return z, "flat"
+
+
+def _check_mixture(mixture) -> None:
+    from ...ir import Hierarchy, Mixture
+
+    if isinstance(mixture, Hierarchy):
+        raise UnsupportedModelError("to_onnx exports a single Mixture; hierarchies are not supported by this exporter")
+    if not isinstance(mixture, Mixture):
+        raise UsageError(f"to_onnx expects a gmmnet.ir.Mixture, got {type(mixture).__name__}")
+
+
+def _check_options(activation, dtype, opset, outputs, centering) -> tuple[str, ...]:
+    if activation not in ACTIVATIONS:
+        raise UsageError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if centering not in CENTERINGS:
+        raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise UsageError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    try:
+        outputs = tuple(outputs)
+    except TypeError:
+        raise UsageError(f"outputs must be a sequence of names from {OUTPUTS}") from None
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown:
+        raise UsageError(f"unknown output {unknown[0]!r}; choose from {', '.join(OUTPUTS)}")
+    if not outputs:
+        raise UsageError(f"outputs must name at least one of {', '.join(OUTPUTS)}")
+    if len(set(outputs)) != len(outputs):
+        raise UsageError(f"outputs has duplicates: {list(outputs)}")
+    return outputs
+
+
+def to_onnx(
+    mixture,
+    *,
+    activation: str = "abs",
+    dtype: str = "float32",
+    opset: int = 17,
+    outputs=DEFAULT_OUTPUTS,
+    centering: str = "auto",
+):
+    """Export an IR :class:`~gmmnet.ir.Mixture` as an ONNX Abs (or exact ReLU) network.
+
+    Parameters
+    ----------
+    mixture : gmmnet.ir.Mixture
+        Any covariance type.  Rank-truncated components (``residual_variance`` set) are
+        completed to full rank with their residual variance: exact, d neurons each.
+    activation : {"abs", "relu"}
+        ``"relu"`` doubles the neurons as ``[w; −w]`` (|z| = relu(z) + relu(−z)); exact.
+    dtype : {"float32", "float64"}
+        Element type of the input, the initializers and the float outputs.
+    opset : int
+        Default-domain opset, 13 to 21.  ``ir_version`` is the smallest that supports it.
+    outputs : sequence of str
+        Any of :data:`OUTPUTS`; only these are computed, in the order given.
+    centering : {"auto", "none", "global", "component"}
+        How ``x`` is centred before the product (matters for float32 on raw features); see
+        docs/onnx-graph.md.  diag/spherical graphs are always centred per component.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Checked with ``onnx.checker.check_model(full_check=True)``.
+
+    Warns
+    -----
+    gmmnet.errors.PrecisionWarning
+        When the chosen layout's estimated log-likelihood error exceeds 1e-4.
+    """
+    import onnx
+
+    from ... import __version__
+
+    outputs = _check_options(activation, dtype, opset, outputs, centering)
+    _check_mixture(mixture)
+    opset = int(opset)
+    p = _prepare(mixture)
+    K, d = p.K, p.d
+
+    requested = centering
+    if centering == "auto":
+        used, reason, ests = _choose_centering(p, dtype)
+    else:
+        used = _layout_centering(p.ctype, centering)
+        reason = (f"requested {centering!r}" if used == centering
+                  else f"requested {centering!r}; {p.ctype} graphs are always centred per component")
+        ests = {used: _estimate(p, used, dtype)}
+    estimate = ests[used]
+    if estimate > WARN_ABOVE:
+        hint = "use dtype='float64'" if dtype == "float32" else "the model is too ill-conditioned for exact scoring"
+        if used == "component":
+            better = ""
+        else:
+            comp = ests["component"] if "component" in ests else _estimate(p, "component", dtype)
+            better = f"; centering='component' is estimated at {comp:.1e}"
+        warnings.warn(
+            f"estimated {dtype} log-likelihood error {estimate:.1e} with centering={used!r} exceeds {WARN_ABOVE:.0e}; "
+            f"{hint}{better}",
+            PrecisionWarning,
+            stacklevel=2,
+        )
+
+    g = _Graph(dtype, opset)
+    g.renames = {}
+    relu = activation == "relu"
+    R = 2 * d if relu else d
+    want = set(outputs)
+    need_d2 = bool(want & {"label", "responsibilities", "log_likelihood", "mahalanobis"})
+    need_lse = bool(want & {"responsibilities", "log_likelihood"})
+
+    z, kind = _build_layer(g, p, activation, used)
+    act_op = "Relu" if relu else "Abs"
+    act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
+               else "a = |z|: Mahalanobis distance along each principal component")
+    if "distances" in want and not relu and kind == "flat" and not p.truncated:
+        g.renames["layer0/" + act_op.lower()] = "distances"
+    a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
+
+    if "distances" in want and a != "distances":
+        flat = "distances/flatten" if not p.truncated else "distances/all"
+        if relu:
+            t = g.reshape(a, [0, K, 2, d], "distances/reshape", "(N, K, 2, r): the + and - halves of each neuron")
+            t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
+        else:
+            t = a
+        g.renames["distances/flatten"] = "distances"
+        t = g.reshape(t, [0, K * d], flat, "(N, K*r), component-major")
+        if p.truncated:  # only the kept principal directions (the residual neurons complete the density)
+            keep = [k * d + i for k in range(K) for i in range(p.kept[k])]
+            g.renames["distances/kept"] = "distances"
+            g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
+                   "the kept principal directions of each component (rank-truncated model)", axis=1)
+
+    if need_d2:
+        a3 = g.reshape(a, [0, K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
+        d2 = g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
+                      "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
+        if "mahalanobis" in want:
+            g.renames["head/mahalanobis"] = "mahalanobis"
+            g.node("Sqrt", [d2], "head/mahalanobis", "D_k, the Mahalanobis distance")
+        if want & {"label", "responsibilities", "log_likelihood"}:
+            half = g.node("Mul", [d2, g.const("head/neg_half", np.array(-0.5))], "head/neg_half_d2", "-D^2/2")
+            lj = g.node("Add", [half, g.const("head/c", p.consts,
+                                               "c_k = log w_k - 1/2 sum log lambda - d/2 log 2pi + log_constant_k")],
+                        "head/log_joint", "L_k = -D^2_k/2 + c_k: (N, K)")
+            if "label" in want:
+                g.renames["head/label"] = "label"
+                g.node("ArgMax", [lj], "head/label", "argmax_k L_k (first on ties)", axis=1, keepdims=0)
+            if need_lse:
+                m = g.reduce("ReduceMax", lj, [1], "head/max", 1, "row max of L: (N, 1)")
+                finfo = np.finfo(g.np_dtype)
+                m = g.node("Max", [m, g.const("head/lowest", np.array(finfo.min))], "head/max_guard",
+                           "max(m, lowest finite): a row of all -inf keeps a finite shift (no inf - inf)")
+                sh = g.node("Sub", [lj, m], "head/shift", "L - m")
+                e = g.node("Exp", [sh], "head/exp", "exp(L - m)")
+                s = g.reduce("ReduceSum", e, [1], "head/sum", 1, "sum_k exp(L_k - m) >= 1 unless the row is all -inf")
+                if "log_likelihood" in want:
+                    ls = g.node("Log", [s], "head/log_sum", "log of the sum")
+                    ll = g.node("Add", [ls, m], "head/logsumexp", "log p(x) = m + log sum exp(L - m): (N, 1)")
+                    g.renames["head/log_likelihood"] = "log_likelihood"
+                    g.squeeze(ll, [1], "head/log_likelihood", "(N,)")
+                if "responsibilities" in want:
+                    sg = g.node("Max", [s, g.const("head/one", np.array(1.0))], "head/sum_guard",
+                                "max(sum, 1): equal to the sum except for all -inf rows (responsibilities 0, not NaN)")
+                    g.renames["head/responsibilities"] = "responsibilities"
+                    g.node("Div", [e, sg], "head/responsibilities", "softmax of L over components")
+
+    # graph inputs / outputs
+    helper = onnx.helper
+    x_info = helper.make_tensor_value_info("X", g.elem, ["batch", d])
+    x_info.doc_string = f"input rows, {d} features"
+    shapes = {
+        "label": (onnx.TensorProto.INT64, ["batch"]),
+        "responsibilities": (g.elem, ["batch", K]),
+        "log_likelihood": (g.elem, ["batch"]),
+        "distances": (g.elem, ["batch", int(sum(p.kept))]),
+        "mahalanobis": (g.elem, ["batch", K]),
+    }
+    docs = {
+        "label": "most probable component (int64)",
+        "responsibilities": "posterior probability of each component",
+        "log_likelihood": "log p(x) under the mixture",
+        "distances": "Abs activations |w_ki (x - mu_k)|, component-major (k, then principal component i)",
+        "mahalanobis": "Mahalanobis distance D_k to each component (not squared)",
+    }
+    outs = []
+    for name in outputs:
+        vi = helper.make_tensor_value_info(name, *shapes[name])
+        vi.doc_string = docs[name]
+        outs.append(vi)
+
+    source = mixture.provenance.source
+    graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs, initializer=g.inits,
+                              doc_string=f"{K}-component {p.ctype} Gaussian mixture over {d} features")
+    opset_ids = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opset_ids, producer_name="gmmnet", producer_version=__version__)
+    model.ir_version = helper.find_min_ir_version_for(opset_ids)
+    model.model_version = 1
+    n_neurons = K * R
+    model.doc_string = (
+        f"A {K}-component Gaussian mixture ({p.ctype} covariance, {d} features; source {source}) written by gmmnet "
+        f"{__version__} as an {activation} network. Layer 0 holds {n_neurons} neurons: component k's neuron i has "
+        f"w = lambda_i^-1/2 v_i and b = -w.mu_k, so its activation |w.x + b| is the distance from the mean in standard "
+        f"deviations along principal component i" + (" (ReLU pairs [w; -w] give |z| = relu(z) + relu(-z))" if relu else "")
+        + f". The head sums the squared activations per component (D^2_k), forms L_k = -D^2_k/2 + c_k and returns "
+        f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). Input centering: {used} ({reason}); "
+        f"estimated {dtype} log-likelihood error {estimate:.2e}. Layout: docs/onnx-graph.md."
+    )
+    meta = {
+        "producer": "gmmnet",
+        "gmmnet_version": __version__,
+        "source": source,
+        "covariance_type": mixture.covariance_type,
+        "activation": activation,
+        "dtype": dtype,
+        "opset": str(opset),
+        "n_components": str(K),
+        "n_features": str(d),
+        "n_neurons": str(n_neurons),
+        "ranks": ",".join(str(r) for r in p.kept),
+        "outputs": ",".join(outputs),
+        "centering": used,
+        "centering_requested": requested,
+        "centering_reason": reason,
+        "error_estimate": f"{estimate:.3e}",
+        "error_estimates": ",".join(f"{k}={v:.3e}" for k, v in ests.items()),
+        "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if relu else "k*r+i: w_ki"),
+    }
+    if p.truncated:
+        meta["truncation"] = ("rank-truncated components completed to full rank: neurons c{k}/res{j} span the "
+                              "discarded directions with the residual variance")
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    if model.ir_version >= 10:  # per-node metadata: the neuron names on the linear node
+        for n in model.graph.node:
+            if n.name == "layer0/linear":
+                entry = n.metadata_props.add()
+                entry.key, entry.value = "neurons", _neuron_list(p)
+    onnx.checker.check_model(model, full_check=True)
+    return model

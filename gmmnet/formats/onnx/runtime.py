@@ -1,0 +1,77 @@
+"""Run gmmnet graphs (or any single-input ONNX model) on onnxruntime's CPU provider."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ...errors import DataError, InputFileError
+
+__all__ = ["run", "session"]
+
+_NP = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
+def session(model, **options):
+    """An ``onnxruntime.InferenceSession`` on the CPU provider.
+
+    ``model`` is an ``onnx.ModelProto``, serialized bytes, a path, or an existing session
+    (returned as is).  Keyword ``options`` set attributes of ``onnxruntime.SessionOptions``
+    (e.g. ``intra_op_num_threads=1``).
+    """
+    import onnxruntime as ort
+
+    if isinstance(model, ort.InferenceSession):
+        return model
+    so = ort.SessionOptions()
+    for key, value in options.items():
+        setattr(so, key, value)
+    if isinstance(model, (bytes, bytearray)):
+        data = bytes(model)
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise InputFileError(f"{path}: no such file")
+        data = path
+    else:
+        try:
+            data = model.SerializeToString()
+        except AttributeError:
+            raise InputFileError(f"expected an ONNX model, bytes or a path, got {type(model).__name__}") from None
+    try:
+        return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/… types
+        where = data if isinstance(data, str) else "model"
+        raise InputFileError(f"{where}: onnxruntime cannot load it ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def run(model, X, outputs=None) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``X`` (cast to the model's input dtype); returns ``{output name: array}``.
+
+    ``outputs`` picks a subset of the graph outputs (default: all of them).
+    """
+    sess = session(model)
+    inp = sess.get_inputs()[0]
+    dtype = _NP.get(inp.type)
+    if dtype is None:
+        raise DataError(f"model input {inp.name!r} has type {inp.type}; expected float or double")
+    x = np.asarray(X)
+    if x.ndim != 2:
+        raise DataError(f"X must be 2-D (n_samples, n_features), got shape {x.shape}")
+    n_feat = inp.shape[1] if len(inp.shape) == 2 else None
+    if isinstance(n_feat, int) and x.shape[1] != n_feat:
+        raise DataError(f"X has {x.shape[1]} features, the model expects {n_feat}")
+    try:
+        x = np.ascontiguousarray(x, dtype=dtype)
+    except (TypeError, ValueError):
+        raise DataError("X must hold numbers") from None
+    names = [o.name for o in sess.get_outputs()]
+    if outputs is not None:
+        outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+        missing = [o for o in outputs if o not in names]
+        if missing:
+            raise DataError(f"the model has no output {missing[0]!r} (it has {', '.join(names)})")
+        names = outputs
+    values = sess.run(names, {inp.name: x})
+    return dict(zip(names, values))
