@@ -1,0 +1,251 @@
+"""Seeded byte-mutation fuzzing of every model loader in gmmnet.io.
+
+Each mutated file must either load or raise a GmmnetError subclass: never another exception
+type, never a crash, and never a side effect (the canary a payload would create stays absent
+and the work folder holds only the files the test wrote).  Deterministic: a fixed seed per
+format, so a failure names an exact reproducible input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import random
+import re
+import warnings
+import zipfile
+
+import joblib
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.datasets import load_iris
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+from gmmnet import io as gio
+from gmmnet.errors import GmmnetError
+
+#: Mutated inputs per model format (total well over 2,000), and per data format (load_data).
+N_PER_FORMAT = {".pkl": 1200, ".joblib": 1200, ".skops": 800, ".json": 1000, ".onnx": 1000}
+N_PER_DATA_FORMAT = {".npy": 400, ".csv": 400}
+
+
+class _Payload:
+    """Pickles to a call of ``func(*args)``."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _onnx_seed() -> bytes:
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "W")
+    b = numpy_helper.from_array(np.ones(3, dtype=np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["X", "W", "B"], ["Y"], name="c0/gemm"), helper.make_node("Abs", ["Y"], ["Z"], name="c0/abs")],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("Z", TensorProto.FLOAT, [None, 3])],
+        [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="gmmnet", value="fuzz seed")
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> dict[str, list[bytes]]:
+    import skops.io as sio
+
+    from gmmnet.formats.sklearn import from_sklearn
+
+    x = load_iris().data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(n_components=2, covariance_type="full", random_state=0).fit(x)
+        bgm = BayesianGaussianMixture(n_components=2, covariance_type="diag", random_state=0, max_iter=50).fit(x)
+    bgm.feature_names_in_ = np.array(["a", "b", "c", "d"], dtype=object)  # an object array (nested pickle in joblib)
+    canary = tmp_path_factory.getbasetemp() / "fuzz-canary"
+    evil = GaussianMixture(n_components=2, random_state=0).fit(x)
+    evil.means_ = _Payload(os.system, (f"touch {canary}",))
+
+    def joblib_bytes(obj, compress=0):
+        d = tmp_path_factory.mktemp("seed")
+        p = d / "m.joblib"
+        joblib.dump(obj, p, compress=compress)
+        return p.read_bytes()
+
+    return {
+        ".pkl": [pickle.dumps(gm, protocol=4), pickle.dumps(bgm, protocol=2), pickle.dumps(gm, protocol=5),
+                 pickle.dumps(evil, protocol=4)],
+        ".joblib": [joblib_bytes(gm), joblib_bytes(bgm), joblib_bytes(gm, compress=3), joblib_bytes(evil)],
+        ".skops": [sio.dumps(gm), sio.dumps(bgm)],
+        ".json": [from_sklearn(gm).model_dump_json().encode(), from_sklearn(bgm).model_dump_json(indent=1).encode()],
+        ".onnx": [_onnx_seed()],
+    }
+
+
+def _peak_rss_mib() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux reports KiB
+
+
+def _mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        op = rng.randrange(7)
+        n = len(buf)
+        if n == 0:
+            buf += bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+            continue
+        if op == 0:  # bit flips
+            for _ in range(rng.randint(1, 8)):
+                i = rng.randrange(n)
+                buf[i] ^= 1 << rng.randrange(8)
+        elif op == 1:  # truncation
+            del buf[rng.randrange(n):]
+        elif op == 2:  # insertion of random bytes
+            i = rng.randrange(n + 1)
+            buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
+        elif op == 3:  # splicing with another seed (or itself)
+            other = rng.choice(pool)
+            i, j = rng.randrange(n + 1), rng.randrange(len(other) + 1)
+            buf = buf[:i] + bytearray(other[j:])
+        elif op == 4:  # interesting values
+            i = rng.randrange(n)
+            buf[i] = rng.choice((0x00, 0xFF, 0x7F, 0x80, 0x01, ord("."), ord("/"), ord("R"), ord("b"), ord("c")))
+        elif op == 5:  # delete a chunk
+            i = rng.randrange(n)
+            del buf[i:i + rng.randint(1, 64)]
+        else:  # duplicate a chunk
+            i = rng.randrange(n)
+            chunk = buf[i:i + rng.randint(1, 64)]
+            j = rng.randrange(n + 1)
+            buf[j:j] = chunk
+    return bytes(buf)
+
+
+def _mutate_zip_member(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
+    """Mutate one member of a zip archive (a .skops file) and re-zip, so the CRC still matches
+    and the mutation reaches skops's schema and array readers, not just the zip layer."""
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    k = rng.randrange(len(members))
+    if rng.random() < 0.6:  # prefer schema.json, where the types and structure live
+        k = next((i for i, (info, _) in enumerate(members) if info.filename == "schema.json"), k)
+    info, content = members[k]
+    if info.filename == "schema.json" and rng.random() < 0.5:
+        content = _mutate_json_tokens(rng, content)
+    else:
+        content = _mutate(rng, content, [content])
+    members[k] = (info, content)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for info, content in members:
+            zf.writestr(info.filename, content)
+    return out.getvalue()
+
+
+_TOKENS = [b'"ObjectNode"', b'"DictNode"', b'"ListNode"', b'"NdArrayNode"', b'"JsonNode"', b'"TupleNode"',
+           b'"FunctionNode"', b'"TypeNode"', b'"builtins"', b'"numpy"', b'"posix"', b'"system"', b'"eval"',
+           b'"dict"', b'"list"', b'"str"', b'"int"', b'null', b'true', b'0', b'-1', b'1e308', b'"__class__"',
+           b'"__module__"', b'"__loader__"', b'"content"', b'[]', b'{}', b'"f8"', b'"O"']
+
+
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|null|true|false')
+
+
+def _mutate_json_tokens(rng: random.Random, content: bytes) -> bytes:
+    """Replace JSON strings/numbers/literals with other tokens: the JSON mostly stays valid."""
+    for _ in range(rng.randint(1, 3)):
+        spans = [m.span() for m in _JSON_TOKEN.finditer(content)]
+        if not spans:
+            break
+        i, j = rng.choice(spans)
+        content = content[:i] + rng.choice(_TOKENS) + content[j:]
+    return content
+
+
+@pytest.mark.parametrize("suffix", list(N_PER_FORMAT))
+def test_mutated_files_load_or_raise_gmmnet_errors(suffix, seeds, tmp_path, tmp_path_factory):
+    rng = random.Random(f"gmmnet-fuzz{suffix}")
+    pool = seeds[suffix]
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / f"model{suffix}"
+    canary = tmp_path_factory.getbasetemp() / "fuzz-canary"
+    outcomes: dict[str, int] = {}
+    peak_before = _peak_rss_mib()
+    for i in range(N_PER_FORMAT[suffix]):
+        seed = rng.choice(pool)
+        if suffix == ".skops" and rng.random() < 0.7:
+            data = _mutate_zip_member(rng, seed, pool)
+        elif suffix == ".json" and rng.random() < 0.4:
+            data = _mutate_json_tokens(rng, seed)
+        else:
+            data = _mutate(rng, seed, pool)
+        target.write_bytes(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gio.load_model(target)
+            outcome = "loaded"
+        except GmmnetError as exc:
+            outcome = type(exc).__name__
+            assert str(exc) and "\n" not in str(exc), f"{suffix} input #{i}: message must be one line: {exc!r}"
+        except Exception as exc:  # noqa: BLE001 - this is what the test is about
+            bad = work.parent / f"failing{suffix}"
+            bad.write_bytes(data)
+            pytest.fail(f"{suffix} input #{i} (saved as {bad}) raised {type(exc).__name__}: {exc}")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        assert not canary.exists(), f"{suffix} input #{i} ran a payload"
+    assert sorted(p.name for p in work.iterdir()) == [target.name], "a loader wrote files"
+    # no input may make a loader allocate what the file only claims (a memory bomb)
+    assert _peak_rss_mib() - peak_before < 512, f"peak memory grew by {_peak_rss_mib() - peak_before} MiB"
+    # the mutations reach past the first byte: both successes and several error kinds occur
+    assert sum(outcomes.values()) == N_PER_FORMAT[suffix]
+    assert len(outcomes) >= 2, outcomes
+
+
+def test_fuzz_budget_is_at_least_2000():
+    assert sum(N_PER_FORMAT.values()) >= 2000
+
+
+def _data_seeds() -> dict[str, list[bytes]]:
+    def npy(arr):
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        return buf.getvalue()
+
+    rng = np.random.default_rng(0)
+    return {
+        ".npy": [npy(rng.normal(size=(20, 3))), npy(np.arange(10, dtype=np.int32)), npy(np.zeros((2, 3), np.float32))],
+        ".csv": [b"a,b,c\n1,2,3\n4.5,nan,-inf\n", b"# comment\n1,2,3\n\n3,4,5\n", b'"x","y","z"\n1e3, 2 ,-0.5\n'],
+    }
+
+
+@pytest.mark.parametrize("suffix", list(N_PER_DATA_FORMAT))
+def test_mutated_data_files_load_or_raise_gmmnet_errors(suffix, tmp_path):
+    rng = random.Random(f"gmmnet-fuzz-data{suffix}")
+    pool = _data_seeds()[suffix]
+    target = tmp_path / f"data{suffix}"
+    outcomes: dict[str, int] = {}
+    for i in range(N_PER_DATA_FORMAT[suffix]):
+        data = _mutate(rng, rng.choice(pool), pool)
+        target.write_bytes(data)
+        try:
+            x = gio.load_data(target, n_features=rng.choice((None, 1, 3)))
+            assert x.dtype == np.float64 and x.ndim == 2 and x.size > 0
+            outcome = "loaded"
+        except GmmnetError as exc:
+            outcome = type(exc).__name__
+            assert str(exc) and "\n" not in str(exc)
+        except Exception as exc:  # noqa: BLE001
+            pytest.fail(f"{suffix} input #{i} {data[:200]!r} raised {type(exc).__name__}: {exc}")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert "loaded" in outcomes and len(outcomes) >= 2, outcomes
