@@ -1,0 +1,692 @@
+"""Network → Gaussian mixture: exact inversion of gmmnet-style layers, approximate recovery of trained ones.
+
+Entry points
+------------
+:func:`from_onnx`    an ONNX model or file (read by pattern, see :mod:`gmmnet.formats.onnx.read`)
+:func:`from_layers`  raw arrays ``W`` (n_neurons, n_features), ``b``, activation(s)
+
+Both return ``(mixture, report)``.  The mixture's ``diagnostics`` holds the per-component
+part of the report.  docs/recovery.md explains the method, every diagnostic and every
+threshold below.
+
+Exact part.  A group of Abs neurons (or mirrored ReLU pairs) whose weights have full rank
+determines its Gaussian whatever rotation it learned: Σ⁻¹ = WᵀW and μ is the least-squares
+point of its hyperplanes (:func:`gmmnet.linalg.gaussian_from_neurons`).  A mixture head's
+constants c_k = log w_k + log-normalizer_k + log_constant_k cannot be split between the
+weight and the log-constant without metadata, so the weights are exp(c_k − normalizer_k)
+normalized, and the shared remainder goes to every log_constant: scores are identical.
+
+Approximate part.  Grouping without structure (explicit groups, or clustering neuron
+prototypes on data), rank-deficient groups (span from the weights, the rest from the data),
+single ReLUs (a hyperplane shifted δ from the mean, paper eq. 10, δ from data), and
+data diagnostics that flag components which are not a faithful Mahalanobis distance.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+
+from . import linalg
+from .errors import DataError, InvalidModelError, UsageError
+from .ir import Component, Mixture, Provenance
+from .versions import library_versions
+
+__all__ = ["THRESHOLDS", "from_layers", "from_network", "from_onnx", "mirrored_pairs", "prototypes"]
+
+#: Thresholds of the low-confidence flag (see docs/recovery.md).
+THRESHOLDS = {
+    # R² of network activations against the members' own 1-D Mahalanobis distances must reach
+    # this minus the sampling allowance 12 / n_eff (an exact network on n_eff points loses ≈ 4 / n_eff)
+    "faithfulness_r2_min": 0.9,
+    "faithfulness_r2_sampling": 12.0,
+    # |wᵀx̄ + b| / std(wᵀx) of the members: how far a hyperplane misses the members' mean,
+    # at most this plus the sampling allowance 3 / sqrt(n_eff)
+    "hyperplane_distance_sigma_max": 0.5,
+    "hyperplane_distance_sampling": 3.0,
+    # ‖cov(W x_members) − I‖₂ may exceed this base plus the sampling allowance 3·sqrt(r / n_eff)
+    "whitening_error_base": 0.3,
+    "whitening_error_sampling": 3.0,
+    # fewer (responsibility-weighted) members than this times n_features: too few to judge
+    "min_members_per_feature": 2.0,
+    # |wᵀμ + b| / ‖w‖ (σ units) of an overcomplete group's hyperplanes that do not meet in one point
+    "hyperplane_residual_sigma_max": 1e-3,
+}
+
+#: Relative tolerance for detecting mirrored ReLU pairs (w, b) and (−w, −b).
+PAIR_TOL = 1e-6
+#: Relative singular-value cut-off below which a group is rank-deficient.
+RANK_RCOND = 1e-9
+#: Slab half-width (in neuron units, i.e. σ) of the points that make a neuron's prototype.
+PROTOTYPE_SLAB = 1.0
+
+_EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
+
+
+# ---------------------------------------------------------------------------
+# public API
+
+
+def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None = None) -> tuple[Mixture, dict]:
+    """Recover a Gaussian mixture from an ONNX Abs/ReLU network.
+
+    Parameters
+    ----------
+    model_or_path : onnx.ModelProto, path or bytes
+    data : array (n, n_features), optional
+        Points the network was meant for: used to group neurons when the graph does not,
+        to fill what the weights leave open (rank-deficient groups, single-ReLU shifts,
+        weights of a headless network) and to compute the diagnostics.
+    groups : int or list of index lists, optional
+        Neuron grouping into components (an int g means consecutive groups of g neurons).
+        Overrides the grouping the head shows.  Indices count the graph's neurons in the
+        order the reader found them (``gmmnet.formats.onnx.read.read_layers(m).W``).
+    n_components : int, optional
+        Number of components for automatic grouping on data.
+
+    Returns
+    -------
+    (Mixture, report dict)
+    """
+    from .formats.onnx.read import read_layers
+
+    net = read_layers(model_or_path)
+    source = "onnx"
+    if isinstance(model_or_path, (str, os.PathLike)):
+        source = f"onnx:{os.path.basename(os.fspath(model_or_path))}"
+    return from_network(net, data=data, groups=groups, n_components=n_components, source=source)
+
+
+def from_network(net, *, data=None, groups=None, n_components: int | None = None, source: str = "onnx"):
+    """Recover from a :class:`gmmnet.formats.onnx.read.NetworkLayers` (what :func:`from_onnx` does after reading)."""
+    # the head's level when there is a head; else the first level (the one on the input)
+    layer = net.layers[-1] if net.groups is not None else net.layers[0]
+    grouping = "explicit" if groups is not None else ("graph" if net.groups is not None else None)
+    use_groups = groups if groups is not None else net.groups
+    head = net.head if (groups is None and net.head is not None) else None
+    if groups is not None and net.head is not None:
+        notes = ["explicit groups override the head's grouping; head constants ignored"]
+    else:
+        notes = []
+    mixture, report = _recover(
+        layer.W, layer.b, list(layer.activations), groups=use_groups, head=head, data=data,
+        n_components=n_components, dtype=net.dtype, grouping=grouping, source=source,
+    )
+    report["reader"] = {
+        "n_levels": len(net.layers),
+        "head": net.head_kind,
+        "input_dtype": net.dtype,
+        "notes": list(net.notes) + notes,
+    }
+    if len(net.layers) > 1:
+        lvl = len(net.layers) - 1 if net.groups is not None else 0
+        over = f"over the {layer.W.shape[1]} activations of the level below" if lvl else "over the input"
+        report["notes"].append(f"the graph has {len(net.layers)} neuron levels; this mixture is level {lvl}, {over}")
+    return mixture, report
+
+
+def from_layers(W, b, *, activation: str | Sequence[str] = "abs", groups=None, data=None, head=None,
+                n_components: int | None = None, dtype: str = "float64") -> tuple[Mixture, dict]:
+    """Recover a Gaussian mixture from raw layer arrays.
+
+    Parameters
+    ----------
+    W : array (n_neurons, n_features)
+    b : array (n_neurons,)
+    activation : "abs", "relu", or one of them per neuron
+    groups : int or list of index lists, optional (see :func:`from_onnx`)
+    data : array (n, n_features), optional
+    head : array (K,), optional
+        Constants c_k of a mixture head ``logit_k = −½ Σ_{i∈g_k} a_i² + c_k`` (needs groups).
+    n_components : int, optional
+    dtype : "float64" or "float32"
+        Precision the weights were stored in (sets the tolerance of structure detection).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] == 0 or W.shape[1] == 0:
+        raise InvalidModelError(f"W must be a non-empty (n_neurons, n_features) matrix, got shape {W.shape}")
+    if b.shape != (W.shape[0],):
+        raise InvalidModelError(f"b must have shape ({W.shape[0]},), got {b.shape}")
+    acts = [activation] * W.shape[0] if isinstance(activation, str) else list(activation)
+    if len(acts) != W.shape[0]:
+        raise InvalidModelError(f"activation lists {len(acts)} entries for {W.shape[0]} neurons")
+    if head is not None and groups is None:
+        raise UsageError("head constants need groups: which neurons does each c_k belong to?")
+    mixture, report = _recover(W, b, acts, groups=groups, head=None if head is None else np.asarray(head, float),
+                               data=data, n_components=n_components, dtype=dtype,
+                               grouping="explicit" if groups is not None else None, source="layers")
+    return mixture, report
+
+
+# ---------------------------------------------------------------------------
+# building blocks
+
+
+def mirrored_pairs(W: np.ndarray, b: np.ndarray, candidates: Sequence[int] | None = None,
+                   tol: float = PAIR_TOL) -> list[tuple[int, int]]:
+    """Index pairs (i, j), i < j, of neurons with (w_j, b_j) = −(w_i, b_i) within relative `tol`."""
+    idx = np.arange(W.shape[0]) if candidates is None else np.asarray(list(candidates), dtype=int)
+    if idx.size < 2:
+        return []
+    v = np.concatenate([W[idx], b[idx, None]], axis=1)
+    norms = np.linalg.norm(v, axis=1)
+    norms[norms == 0] = 1.0
+    u = v / norms[:, None]
+    cos = u @ u.T
+    pairs, used = [], set()
+    for a in range(len(idx)):
+        if a in used:
+            continue
+        cands = np.flatnonzero(cos[a] < -1 + tol)
+        for c in cands:
+            if c in used or c == a:
+                continue
+            if np.linalg.norm(v[a] + v[c]) <= tol * max(norms[a], norms[c]):
+                pairs.append((int(min(idx[a], idx[c])), int(max(idx[a], idx[c]))))
+                used.update((a, c))
+                break
+    return sorted(pairs)
+
+
+def prototypes(W: np.ndarray, b: np.ndarray, data: np.ndarray | None = None,
+               weights: np.ndarray | None = None, slab: float = PROTOTYPE_SLAB) -> np.ndarray:
+    """Each neuron's prototype point (paper §4.1).
+
+    Without data: the point of its hyperplane closest to the origin, −b w/‖w‖².  With data:
+    the mean of the points near its hyperplane, weighted by exp(−½ (wᵀx + b)²/slab²) times
+    an optional membership weight per point and neuron (``weights``, shape (n, n_neurons)).
+    """
+    W = np.asarray(W, float)
+    b = np.asarray(b, float)
+    nrm2 = np.einsum("ij,ij->i", W, W)
+    nrm2[nrm2 == 0] = 1.0
+    base = -(b / nrm2)[:, None] * W
+    if data is None:
+        return base
+    z = data @ W.T + b
+    k = np.exp(-0.5 * (z / slab) ** 2)
+    if weights is not None:
+        k = k * weights
+    tot = k.sum(axis=0)
+    out = base.copy()
+    ok = tot > 1e-12
+    out[ok] = (k[:, ok].T @ data) / tot[ok, None]
+    return out
+
+
+def _parse_groups(groups, n: int) -> list[list[int]]:
+    if isinstance(groups, (int, np.integer)) and not isinstance(groups, bool):
+        g = int(groups)
+        if g <= 0 or n % g:
+            raise UsageError(f"group size {g} does not divide the {n} neurons")
+        return [list(range(i, i + g)) for i in range(0, n, g)]
+    try:
+        out = [[int(i) for i in grp] for grp in groups]
+    except TypeError:
+        raise UsageError("groups must be a group size or a list of index lists") from None
+    flat = [i for g in out for i in g]
+    if not out or any(not g for g in out):
+        raise UsageError("groups must be non-empty lists of neuron indices")
+    bad = [i for i in flat if not 0 <= i < n]
+    if bad:
+        raise UsageError(f"group index {bad[0]} is out of range for {n} neurons")
+    if len(set(flat)) != len(flat):
+        raise UsageError("a neuron appears in more than one group")
+    return out
+
+
+def _check_data(data, d: int) -> np.ndarray | None:
+    if data is None:
+        return None
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != d:
+        raise DataError(f"data must have shape (n, {d}), got {x.shape}")
+    if x.shape[0] < 2:
+        raise DataError("data needs at least 2 rows")
+    if not np.all(np.isfinite(x)):
+        raise DataError("data has non-finite values")
+    return x
+
+
+# ---------------------------------------------------------------------------
+# the recovery
+
+
+class _Group:
+    """One component's neurons after ReLU pairing: abs rows (W, b) + single ReLU rows (U, β)."""
+
+    def __init__(self, index: int, members: list[int]):
+        self.index = index
+        self.members = members  # original neuron indices
+        self.abs_rows: list[tuple[np.ndarray, float]] = []
+        self.abs_orig: list[list[int]] = []  # original neuron(s) behind each abs row
+        self.relu_rows: list[tuple[np.ndarray, float]] = []
+        self.relu_orig: list[int] = []
+        self.n_pairs = 0
+        self.delta = np.zeros(0)
+
+    def neurons(self, delta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All rows as Abs neurons; single ReLUs shifted by δ (relu(uᵀx+β) → |uᵀx + β − δ|)."""
+        rows = [w for w, _ in self.abs_rows] + [u for u, _ in self.relu_rows]
+        bs = [c for _, c in self.abs_rows] + [
+            beta - (0.0 if delta is None else delta[i]) for i, (_, beta) in enumerate(self.relu_rows)
+        ]
+        return np.array(rows), np.array(bs)
+
+
+def _recover(W, b, acts, *, groups, head, data, n_components, dtype, grouping, source):
+    n, d = W.shape
+    if not np.all(np.isfinite(W)) or not np.all(np.isfinite(b)):
+        raise InvalidModelError("network weights have non-finite values")
+    bad = sorted({a for a in acts if a not in ("abs", "relu")})
+    if bad:
+        raise InvalidModelError(f"unknown activation {bad[0]!r}: expected 'abs' or 'relu'")
+    x = _check_data(data, d)
+    notes: list[str] = []
+
+    # 1. grouping
+    if groups is not None:
+        grp = _parse_groups(groups, n)
+    elif x is not None and n > 1:
+        grp = _auto_groups(W, b, acts, x, n_components)
+        grouping = "data"
+    elif n <= d or n_components == 1:
+        grp = [list(range(n))]
+        grouping = "single"
+    else:
+        raise UsageError(
+            f"cannot tell which of the {n} neurons belong together: pass groups (a size or index lists) or data"
+        )
+    if head is not None and len(head) != len(grp):
+        raise UsageError(f"head has {len(head)} constants for {len(grp)} groups")
+
+    # 2. ReLU pairing inside each group
+    gs: list[_Group] = []
+    for k, members in enumerate(grp):
+        g = _Group(k, members)
+        relus = [i for i in members if acts[i] == "relu"]
+        pairs = mirrored_pairs(W, b, relus)
+        paired = {i for p in pairs for i in p}
+        for i in members:
+            if acts[i] == "abs":
+                g.abs_rows.append((W[i], float(b[i])))
+                g.abs_orig.append([i])
+        for i, j in pairs:
+            g.abs_rows.append(((W[i] - W[j]) / 2.0, float(b[i] - b[j]) / 2.0))
+            g.abs_orig.append([i, j])
+        for i in relus:
+            if i not in paired:
+                g.relu_rows.append((W[i], float(b[i])))
+                g.relu_orig.append(i)
+        g.n_pairs = len(pairs)
+        g.delta = np.zeros(len(g.relu_rows))
+        gs.append(g)
+
+    # 3. components; with data, iterate memberships ↔ (δ, complements, weights)
+    K = len(gs)
+    logw = np.full(K, -np.log(K))
+    resp = None
+    comps = None
+    if x is not None:
+        # first memberships: each group's density within the span of its own neurons (single ReLUs
+        # unshifted), so that rank-deficient groups do not start from the whole data's complement
+        resp = _span_responsibilities(gs, x, head)
+    n_iter = 1 if x is None else 20
+    for _ in range(n_iter):
+        comps = [_component(g, x, None if resp is None else resp[:, g.index], dtype) for g in gs]
+        if x is None:
+            break
+        mix = _mixture_from(comps, logw, head, d)
+        new = linalg.responsibilities(mix, x)
+        if head is None:
+            logw = np.log(np.maximum(new.mean(axis=0), 1e-300))
+        if resp is not None and np.max(np.abs(new - resp)) < 1e-6:
+            resp = new
+            break
+        resp = new
+    mixture = _mixture_from(comps, logw, head, d)
+
+    # 4. structure, provenance, diagnostics
+    mixture = _detect_structure(mixture, comps, _EPS.get(dtype, _EPS["float64"]))
+    if x is not None:
+        resp = linalg.responsibilities(mixture, x)
+    diags = [_diagnose(g, c, x, None if resp is None else resp[:, g.index], W, b, acts) for g, c in zip(gs, comps)]
+    mixture = mixture.model_copy(update={
+        "diagnostics": {"components": diags, "thresholds": dict(THRESHOLDS)},
+        "provenance": Provenance(
+            source=f"gmmnet.recover:{source}", versions=library_versions(),
+            extra={"grouping": str(grouping), "head": "yes" if head is not None else "no",
+                   "data_rows": str(0 if x is None else x.shape[0])},
+        ),
+    })
+    owner = np.full(n, -1)
+    for k, members in enumerate(grp):
+        owner[members] = k
+    weights_pn = None if resp is None else np.where(owner[None, :] >= 0, resp[:, np.maximum(owner, 0)], 0.0)
+    protos = prototypes(W, b, x, weights_pn)
+    report = {
+        "n_components": K,
+        "n_features": d,
+        "n_neurons": n,
+        "grouping": grouping,
+        "groups": [list(m) for m in grp],
+        "head": head is not None,
+        "exact": all(dg["exact"] for dg in diags),
+        "low_confidence": [dg["index"] for dg in diags if dg["low_confidence"]],
+        "covariance_type": mixture.covariance_type,
+        "components": diags,
+        "prototypes": protos.tolist(),
+        "thresholds": dict(THRESHOLDS),
+        "notes": notes,
+    }
+    if x is not None:
+        report["mean_log_likelihood"] = float(np.mean(linalg.log_likelihood(mixture, x)))
+    return mixture, report
+
+
+def _span_responsibilities(gs: list[_Group], x: np.ndarray, head) -> np.ndarray:
+    score = np.empty((x.shape[0], len(gs)))
+    for k, g in enumerate(gs):
+        Wg, bg = g.neurons(None)
+        a = x @ Wg.T + bg
+        sv = np.linalg.svd(Wg, compute_uv=False)
+        sv = sv[sv > RANK_RCOND * sv[0]]
+        score[:, k] = -0.5 * np.sum(a * a, axis=1) + np.sum(np.log(sv)) - 0.5 * sv.size * linalg.LOG_2PI
+        if head is not None:
+            score[:, k] += head[k] - np.sum(np.log(sv)) + 0.5 * sv.size * linalg.LOG_2PI
+    return np.exp(score - logsumexp(score, axis=1, keepdims=True))
+
+
+class _Comp:
+    """A recovered Gaussian plus what the diagnostics need."""
+
+    def __init__(self, mean, vecs, vals, residual, W, b, rank, residual_sq, degenerate, source_of_complement):
+        self.mean, self.vecs, self.vals, self.residual = mean, vecs, vals, residual
+        self.W, self.b = W, b
+        self.rank = rank
+        self.residual_sq = residual_sq  # ‖Wμ + b‖²: hyperplanes that do not meet in one point
+        self.degenerate = degenerate
+        self.complement = source_of_complement
+
+
+def _weighted_stats(x: np.ndarray, r: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+    r = np.ones(x.shape[0]) if r is None else r
+    tot = float(r.sum())
+    if tot <= 1e-12:
+        return x.mean(axis=0), np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1]), 0.0
+    mean = (r @ x) / tot
+    diff = x - mean
+    cov = (diff * r[:, None]).T @ diff / tot
+    return mean, cov, tot
+
+
+def _component(g: _Group, x: np.ndarray | None, r: np.ndarray | None, dtype: str) -> _Comp:
+    # single ReLUs: δ = members' mean pre-activation (the hyperplane through their mean)
+    # (first pass: δ = 0, the ReLU hyperplanes as they are; they are near enough to sort the points)
+    if g.relu_rows and x is not None and r is not None:
+        U = np.array([u for u, _ in g.relu_rows])
+        beta = np.array([c for _, c in g.relu_rows])
+        mean_x, _, tot = _weighted_stats(x, r)
+        if tot > 0:
+            g.delta = U @ mean_x + beta
+    Wg, bg = g.neurons(g.delta if g.relu_rows else None)
+    d = Wg.shape[1]
+    q, s, vh = np.linalg.svd(Wg, full_matrices=False)
+    rank = int(np.sum(s > RANK_RCOND * s[0])) if s.size and s[0] > 0 else 0
+    if rank == 0:
+        raise InvalidModelError(f"group {g.index} has only zero weight vectors")
+    if rank == d:
+        mean, vecs, vals = linalg.gaussian_from_neurons(Wg, bg, rcond=RANK_RCOND)
+        resid = Wg @ mean + bg
+        return _Comp(mean, vecs, vals, None, Wg, bg, d, float(resid @ resid), False, None)
+    # rank-deficient: the span from the weights
+    qr, sr, vr = q[:, :rank], s[:rank], vh[:rank]
+    mean_span = -(vr.T @ ((qr.T @ bg) / sr))
+    vecs, vals = linalg._sorted_desc(vr, 1.0 / sr**2)
+    resid = Wg @ mean_span + bg
+    perp = np.eye(d) - vecs.T @ vecs
+    if x is not None:
+        mx, cov, tot = _weighted_stats(x, r)
+        mean = mean_span + perp @ mx
+        diff = x - mean
+        rr = np.ones(x.shape[0]) if r is None else r
+        proj = diff @ perp
+        var = float(np.sum(rr * np.einsum("ij,ij->i", proj, proj)) / max(rr.sum(), 1e-300)) / (d - rank)
+        residual = max(var, 1e-12 * float(vals.max()))
+        return _Comp(mean, vecs, vals, residual, Wg, bg, rank, float(resid @ resid), False, "data")
+    # no data: the complement is unknown; keep it as wide as the widest known direction
+    return _Comp(mean_span, vecs, vals, float(vals.max()), Wg, bg, rank, float(resid @ resid), True, "placeholder")
+
+
+def _mixture_from(comps: list[_Comp], logw: np.ndarray, head, d: int) -> Mixture:
+    norms = np.array([linalg.log_normalizer(c.vals, d, c.residual) for c in comps])
+    if head is not None:
+        # c_k = log w_k + normalizer_k + γ_k; hyperplanes that miss μ add −½‖Wμ+b‖² to the logit
+        c = np.asarray(head, float) - 0.5 * np.array([c.residual_sq for c in comps])
+        ell = c - norms
+        lse = float(logsumexp(ell))
+        w = np.exp(ell - lse)
+        consts = np.full(len(comps), lse)
+    else:
+        w = np.exp(logw - logsumexp(logw))
+        consts = np.zeros(len(comps))
+    w = w / w.sum()
+    components = [
+        Component(mean=c.mean, eigenvectors=c.vecs, eigenvalues=c.vals, weight=float(w[k]),
+                  log_constant=float(consts[k]), residual_variance=c.residual)
+        for k, c in enumerate(comps)
+    ]
+    return Mixture(n_features=d, covariance_type="full", components=components)
+
+
+def _detect_structure(mixture: Mixture, comps: list[_Comp], eps: float) -> Mixture:
+    """spherical / diag / tied when every recovered covariance shows it (tolerance 64·ε of the graph's dtype)."""
+    tol = 64.0 * eps
+    d = mixture.n_features
+    cs = mixture.components
+    if any(c.rank != d for c in cs):
+        return mixture
+    covs = [linalg.covariance(c.eigenvectors, c.eigenvalues) for c in cs]
+    diag_ok = True
+    for cov in covs:
+        sd = np.sqrt(np.diag(cov))
+        off = np.abs(cov - np.diag(np.diag(cov))) / np.outer(sd, sd)
+        if off.max() > tol:
+            diag_ok = False
+            break
+    if diag_ok:
+        lam = [np.diag(cov).copy() for cov in covs]
+        sph = all(np.ptp(v) <= tol * v.max() for v in lam)
+        new = []
+        for c, v in zip(cs, lam):
+            if sph:
+                v = np.full(d, float(np.mean(v)))
+            new.append(c.model_copy(update={"eigenvectors": np.eye(d), "eigenvalues": v}))
+        return _rebuild(mixture, new, "spherical" if sph else "diag")
+    if len(cs) > 1:
+        precs = [(c.eigenvectors.T / c.eigenvalues) @ c.eigenvectors for c in cs]
+        ref = precs[0]
+        if all(np.linalg.norm(p - ref) <= tol * np.linalg.norm(ref) * np.sqrt(d) for p in precs[1:]):
+            new = [c.model_copy(update={"eigenvectors": cs[0].eigenvectors, "eigenvalues": cs[0].eigenvalues}) for c in cs]
+            return _rebuild(mixture, new, "tied")
+    return mixture
+
+
+def _rebuild(mixture: Mixture, comps: list[Component], ct: str) -> Mixture:
+    """Swap in structured components keeping every c_k (weights re-split against the new normalizers)."""
+    d = mixture.n_features
+    old = linalg.component_log_terms(mixture)
+    norms = np.array([linalg.log_normalizer(c.eigenvalues, d) for c in comps])
+    keep_consts = np.allclose(mixture.log_constants, 0.0)
+    if keep_consts:
+        new_comps = [c.model_copy(update={"weight": float(mixture.weights[k])}) for k, c in enumerate(comps)]
+    else:
+        ell = old - norms
+        lse = float(logsumexp(ell))
+        w = np.exp(ell - lse)
+        w = w / w.sum()
+        new_comps = [c.model_copy(update={"weight": float(w[k]), "log_constant": lse}) for k, c in enumerate(comps)]
+    return Mixture(n_features=d, covariance_type=ct, components=new_comps)
+
+
+# ---------------------------------------------------------------------------
+# automatic grouping
+
+
+def _abs_view(W, b, acts):
+    """Neurons as Abs rows, mirrored ReLU pairs merged; returns rows, biases and original indices."""
+    relus = [i for i, a in enumerate(acts) if a == "relu"]
+    pairs = mirrored_pairs(W, b, relus)
+    paired = {i for p in pairs for i in p}
+    rows, bs, orig = [], [], []
+    for i in range(W.shape[0]):
+        if acts[i] == "abs" or (acts[i] == "relu" and i not in paired):
+            rows.append(W[i]), bs.append(b[i]), orig.append([i])
+    for i, j in pairs:
+        rows.append((W[i] - W[j]) / 2), bs.append((b[i] - b[j]) / 2), orig.append([i, j])
+    return np.array(rows), np.array(bs), orig
+
+
+def _auto_groups(W, b, acts, x, n_components):
+    """Group neurons by the data: hyperplanes of one Gaussian all pass through its mean.
+
+    1. K = ``n_components``, else ⌊n_neurons / n_features⌋ (full-rank groups, as a GMM
+       network has them).  Candidate means: k-means centres of the data.
+    2. Each neuron goes to the centre closest to its hyperplane in its own units (σ for a
+       whitening neuron): cost |wᵀc_k + b|.  The assignment is balanced (at most
+       ⌈n/K⌉ neurons per group, solved exactly with the Hungarian algorithm).
+    3. The groups' Gaussians give responsibilities; each centre moves to its members'
+       mean (the membership-weighted prototype); repeat until the assignment is stable.
+    Mirrored ReLU pairs move together; single ReLUs join by their own hyperplane.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.cluster import KMeans
+
+    Wa, ba, orig = _abs_view(W, b, acts)
+    m, d = Wa.shape
+    K = int(n_components) if n_components else max(1, m // d)
+    K = min(K, m)
+    if K == 1:
+        return [sorted(i for o in orig for i in o)]
+    cap = -(-m // K)
+    centres = KMeans(n_clusters=K, n_init=10, random_state=0).fit(x).cluster_centers_
+    labels = None
+    for _ in range(20):
+        cost = np.abs(centres @ Wa.T + ba).T  # (m, K)
+        rows, cols = linear_sum_assignment(np.repeat(cost, cap, axis=1))
+        new = np.empty(m, dtype=int)
+        new[rows] = cols // cap
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        ids = [k for k in range(K) if np.any(labels == k)]
+        score = np.empty((x.shape[0], len(ids)))
+        for c, k in enumerate(ids):
+            sel = labels == k
+            a = x @ Wa[sel].T + ba[sel]
+            sv = np.linalg.svd(Wa[sel], compute_uv=False)
+            score[:, c] = -0.5 * np.sum(a * a, axis=1) + np.sum(np.log(sv[sv > 0])) - 0.5 * sel.sum() * linalg.LOG_2PI
+        resp = np.exp(score - logsumexp(score, axis=1, keepdims=True))
+        for c, k in enumerate(ids):
+            tot = resp[:, c].sum()
+            if tot > 1e-9:
+                centres[k] = resp[:, c] @ x / tot
+    out = []
+    for k in range(K):
+        sel = np.flatnonzero(labels == k)
+        if sel.size:
+            out.append(sorted(i for j in sel for i in orig[j]))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# diagnostics
+
+
+def _diagnose(g: _Group, c: _Comp, x, r, W, b, acts) -> dict[str, Any]:
+    d = c.W.shape[1]
+    kinds = []
+    if any(len(o) == 1 for o in g.abs_orig):
+        kinds.append("abs")
+    if g.n_pairs:
+        kinds.append("relu-pairs")
+    if g.relu_rows:
+        kinds.append("relu")
+    sig = np.sqrt(np.maximum(c.residual_sq, 0.0) / max(c.W.shape[0], 1))
+    reasons: list[str] = []
+    exact = True
+    if c.degenerate:
+        reasons.append(f"rank {c.rank} < {d} and no data: the other {d - c.rank} directions are a placeholder")
+        exact = False
+    elif c.rank < d:
+        exact = False
+    if g.relu_rows:
+        exact = False
+        if x is None:
+            reasons.append(f"{len(g.relu_rows)} single ReLU neuron(s) and no data: shift δ unknown, taken as 0")
+    if sig > THRESHOLDS["hyperplane_residual_sigma_max"]:
+        exact = False
+        reasons.append(f"its hyperplanes miss a common point by {sig:.3g}σ (rms)")
+    out: dict[str, Any] = {
+        "index": g.index,
+        "neurons": len(g.members),
+        "activation": "+".join(kinds),
+        "rank": c.rank,
+        "exact": exact,
+        "degenerate": c.degenerate,
+        "hyperplane_residual_sigma": float(sig),
+    }
+    if g.relu_rows:
+        # δ of each single ReLU: how far its hyperplane sits from the component mean, in σ along u
+        U = np.array([u for u, _ in g.relu_rows])
+        cov_c = linalg.covariance(c.vecs, c.vals, c.residual)
+        sd_u = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", U, cov_c, U), 1e-300))
+        out["relu_shift_sigma"] = [float(v) for v in g.delta / sd_u]
+    if x is None:
+        out.update({"members": None, "faithfulness_r2": None, "hyperplane_distance_sigma": None,
+                    "whitening_error": None})
+        out["low_confidence"] = bool(reasons)
+        out["reasons"] = reasons
+        return out
+    rr = np.ones(x.shape[0]) if r is None else r
+    mean, cov, n_eff = _weighted_stats(x, rr)
+    out["members"] = float(n_eff)
+    if n_eff < THRESHOLDS["min_members_per_feature"] * d:
+        reasons.append(f"only {n_eff:.1f} members for {d} features")
+    Wg, bg = c.W, c.b
+    act = np.abs(x @ Wg.T + bg)  # the network's activations (Abs view; single ReLUs shifted by δ)
+    sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", Wg, cov, Wg), 1e-300))
+    dist = np.abs((x - mean) @ Wg.T) / sd  # the members' own 1-D Mahalanobis distances along each neuron
+    hyp = np.abs(Wg @ mean + bg) / sd
+    wr = rr / max(rr.sum(), 1e-300)
+    abar = wr @ act
+    ss_res = float(np.sum(wr[:, None] * (act - dist) ** 2))
+    ss_tot = float(np.sum(wr[:, None] * (act - abar) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    white = Wg @ cov @ Wg.T
+    werr = float(np.linalg.norm(white - np.eye(white.shape[0]), 2))
+    n_safe = max(n_eff, 1e-300)
+    allow = THRESHOLDS["whitening_error_base"] + THRESHOLDS["whitening_error_sampling"] * np.sqrt(Wg.shape[0] / n_safe)
+    r2_min = THRESHOLDS["faithfulness_r2_min"] - THRESHOLDS["faithfulness_r2_sampling"] / n_safe
+    hyp_max = THRESHOLDS["hyperplane_distance_sigma_max"] + THRESHOLDS["hyperplane_distance_sampling"] / np.sqrt(n_safe)
+    out.update({
+        "faithfulness_r2": float(r2) if np.isfinite(r2) else None,
+        "faithfulness_r2_min": float(r2_min),
+        "hyperplane_distance_sigma": float(hyp.max()),
+        "hyperplane_distance_max": float(hyp_max),
+        "whitening_error": werr,
+        "whitening_allowance": float(allow),
+    })
+    if not np.isfinite(r2) or r2 < r2_min:
+        reasons.append(f"faithfulness R² {r2:.3g} < {r2_min:.3g}")
+    if hyp.max() > hyp_max:
+        reasons.append(f"a hyperplane misses the members' mean by {hyp.max():.3g}σ > {hyp_max:.3g}σ")
+    if werr > allow:
+        reasons.append(f"whitening error {werr:.3g} > {allow:.3g}")
+    out["low_confidence"] = bool(reasons)
+    out["reasons"] = reasons
+    return out
