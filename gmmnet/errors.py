@@ -62,6 +62,12 @@ class OutputExistsError(GmmnetError):
     exit_code = 9
 
 
+class OutputFileError(GmmnetError):
+    """An output cannot be written: its folder is missing, not writable, or the disk is full."""
+
+    exit_code = 10
+
+
 class PrecisionWarning(UserWarning):
     """float32 arithmetic would lose more accuracy than gmmnet promises."""
 
@@ -78,5 +84,26 @@ EXIT_CODES = {
         InvalidModelError,
         DataError,
         OutputExistsError,
+        OutputFileError,
     )
 }
+"""Exit code of every error class (plus 130 for Ctrl-C, documented in docs/cli.md)."""
+
+#: Exit codes that are not error classes.
+OTHER_EXIT_CODES = {
+    130: "interrupted (Ctrl-C); no partial output is left",
+    141: "standard output closed early (piped into `head`, say); the command stops quietly",
+}
+
+
+def exit_code_table() -> str:
+    """The Markdown exit-code table of docs/cli.md (a test checks the page against it)."""
+    classes = {cls.__name__: cls for cls in GmmnetError.__subclasses__()} | {"GmmnetError": GmmnetError}
+    rows = ["| code | error class | meaning |", "|---:|---|---|", "| 0 | | success |"]
+    for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]):
+        doc = (classes[name].__doc__ or "").strip().splitlines()[0]
+        if name == "GmmnetError":
+            doc = "any other gmmnet error; also an internal error (a bug: rerun with --debug and report it)"
+        rows.append(f"| {code} | `{name}` | {doc} |")
+    rows += [f"| {code} | | {text} |" for code, text in OTHER_EXIT_CODES.items()]
+    return "\n".join(rows) + "\n"

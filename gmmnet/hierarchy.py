@@ -44,6 +44,7 @@ __all__ = [
     "HierarchicalGaussianMixture",
     "LevelSpecError",
     "format_levels",
+    "fit_model",
     "from_ir",
     "parse_levels",
     "truncate",
@@ -461,6 +462,10 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
         self : HierarchicalGaussianMixture
             The fitted estimator.
         """
+        return self._fit(X, None)
+
+    def _fit(self, X, progress):
+        """``fit`` with an optional ``progress(i, n_levels, spec, n_features, gm_or_None)`` callback."""
         from sklearn.mixture import GaussianMixture
 
         from .formats.sklearn import from_sklearn
@@ -470,6 +475,8 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
         features = X
         fitted, estimators = [], []
         for i, spec in enumerate(specs):
+            if progress is not None:
+                progress(i, len(specs), spec, features.shape[1], None)
             gm = GaussianMixture(
                 n_components=spec["n_components"],
                 covariance_type=spec["covariance_type"],
@@ -481,6 +488,8 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
                 random_state=self.random_state,
             ).fit(features)
             level = truncate(from_sklearn(gm), spec["rank"])
+            if progress is not None:
+                progress(i, len(specs), spec, features.shape[1], gm)
             estimators.append(gm)
             fitted.append(level)
             if i + 1 < len(specs):
@@ -675,3 +684,46 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
 def from_ir(hierarchy) -> HierarchicalGaussianMixture:
     """Same as :meth:`HierarchicalGaussianMixture.from_ir`."""
     return HierarchicalGaussianMixture.from_ir(hierarchy)
+
+
+def fit_model(X, levels, *, random_state=None, progress=None, **params):
+    """Fit what ``gmmnet fit`` fits: a plain GaussianMixture for one untruncated level, else a hierarchy.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    levels : str or list of dict
+        A level spec (see :func:`parse_levels`), e.g. ``"8:full,4:diag:r=3"``.
+    random_state : int or None
+    progress : callable, optional
+        Called as ``progress(i, n_levels, spec, n_features, estimator)`` before each level is
+        fitted (``estimator`` None) and after it (the fitted GaussianMixture).
+    **params
+        ``tol``, ``reg_covar``, ``max_iter``, ``n_init``, ``init_params`` for every level.
+
+    Returns
+    -------
+    sklearn.mixture.GaussianMixture or HierarchicalGaussianMixture
+    """
+    specs = _normalize_levels(levels)
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise errors.DataError(f"X must be a 2-D array with at least 2 rows, got shape {X.shape}")
+    for i, spec in enumerate(specs):
+        if spec["n_components"] > X.shape[0]:
+            raise errors.DataError(
+                f"level {i} asks for {spec['n_components']} components but the data has only {X.shape[0]} rows"
+            )
+    if len(specs) == 1 and specs[0]["rank"] is None:
+        from sklearn.mixture import GaussianMixture
+
+        spec = specs[0]
+        if progress is not None:
+            progress(0, 1, spec, X.shape[1], None)
+        gm = GaussianMixture(n_components=spec["n_components"], covariance_type=spec["covariance_type"],
+                             random_state=random_state, **params).fit(X)
+        if progress is not None:
+            progress(0, 1, spec, X.shape[1], gm)
+        return gm
+    est = HierarchicalGaussianMixture(levels if isinstance(levels, str) else specs, random_state=random_state, **params)
+    return est._fit(X, progress)

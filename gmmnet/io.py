@@ -56,6 +56,7 @@ from .errors import (
     InvalidModelError,
     NotFittedError,
     OutputExistsError,
+    OutputFileError,
     UnsafeFileError,
     UnsupportedModelError,
     UsageError,
@@ -77,6 +78,7 @@ __all__ = [
     "load_onnx",
     "register_safe_class",
     "safe_classes",
+    "same_file",
     "save_estimator",
     "save_ir",
     "save_onnx",
@@ -1399,6 +1401,11 @@ def _same_file(a: str, b: PathLike) -> bool:
         return False
 
 
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """True when two paths name the same file (symlinks and ``..`` resolved, or the same inode)."""
+    return _same_file(os.path.abspath(_name(a)), b)
+
+
 def atomic_write(path: PathLike, data: bytes | Callable[[Any], Any], *, force: bool = False,
                  inputs: Iterable[PathLike] = ()) -> None:
     """Write a file all at once or not at all.
@@ -1412,8 +1419,8 @@ def atomic_write(path: PathLike, data: bytes | Callable[[Any], Any], *, force: b
     ------
     OutputExistsError
         ``path`` is one of ``inputs`` (always), or exists and ``force`` is false.
-    InputFileError
-        The folder is missing or not writable.
+    OutputFileError
+        The folder is missing or not writable, or the write fails (e.g. disk full).
     """
     target = os.path.abspath(_name(path))
     name = _name(path)
@@ -1426,11 +1433,11 @@ def atomic_write(path: PathLike, data: bytes | Callable[[Any], Any], *, force: b
         raise OutputExistsError(f"{name} exists; use --force to overwrite it")
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise InputFileError(f"cannot write {name}: folder {folder} does not exist")
+        raise OutputFileError(f"cannot write {name}: folder {folder} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
     except OSError as exc:
-        raise InputFileError(f"cannot write {name}: {exc.strerror or _problem(exc)}") from None
+        raise OutputFileError(f"cannot write {name}: {exc.strerror or _problem(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -1458,7 +1465,7 @@ def atomic_write(path: PathLike, data: bytes | Callable[[Any], Any], *, force: b
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, GmmnetError):
-            raise InputFileError(f"cannot write {name}: {exc.strerror or _problem(exc)}") from None
+            raise OutputFileError(f"cannot write {name}: {exc.strerror or _problem(exc)}") from None
         raise
     with contextlib.suppress(OSError):  # make the rename durable
         dfd = os.open(folder, os.O_RDONLY)

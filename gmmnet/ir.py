@@ -57,8 +57,15 @@ def _to_array(value: Any) -> np.ndarray:
             raw = base64.b64decode(data.encode("ascii"), validate=True)
         except Exception:
             raise ValueError("array base64 is not valid base64") from None
-        shape = tuple(int(s) for s in shape)
-        if any(s < 0 for s in shape) or len(raw) != 8 * math.prod(shape):
+        # bool is an int subclass and float('1.5') would truncate: only true integers are shapes
+        if not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+            raise ValueError(f"array shape must be a list of integers, got {shape!r:.60}")
+        shape = tuple(shape)
+        if len(shape) > 32:
+            raise ValueError(f"array shape has {len(shape)} dimensions (at most 32)")
+        if any(s < 0 for s in shape):
+            raise ValueError(f"array shape {list(shape)} has a negative size")
+        if len(raw) != 8 * math.prod(shape):
             raise ValueError(f"array of shape {shape} needs {8 * math.prod(shape)} bytes, got {len(raw)}")
         return np.frombuffer(raw, dtype="<f8").reshape(shape).astype(np.float64)
     try:

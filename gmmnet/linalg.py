@@ -31,7 +31,9 @@ def basis_from_precision_cholesky(u: np.ndarray) -> tuple[np.ndarray, np.ndarray
     _, s, vh = np.linalg.svd(u.T)  # Uᵀ = Q S Vh  ⇒  U Uᵀ = Vhᵀ S² Vh
     if np.any(s <= 0) or not np.all(np.isfinite(s)):
         raise InvalidModelError("precision factor is singular or non-finite")
-    return _sorted_desc(vh, 1.0 / s**2)
+    with np.errstate(over="ignore", under="ignore"):  # s² past float64's range: λ = 0 is caught by callers
+        lam = 1.0 / s**2
+    return _sorted_desc(vh, lam)
 
 
 def basis_from_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,3 +140,123 @@ def log_likelihood(mixture, x: np.ndarray) -> np.ndarray:
 def responsibilities(mixture, x: np.ndarray) -> np.ndarray:
     lj = log_joint(mixture, x)
     return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+
+
+# ---------------------------------------------------------------------------
+# Degenerate models: an explicit eigenvalue floor, and the range a graph's dtype can hold
+
+
+def floor_eigenvalues(eigenvalues: np.ndarray, *, eigenvalue_floor: float | None = None,
+                      max_condition: float | None = None) -> np.ndarray:
+    """λ ← max(λ, eigenvalue_floor, max(λ) / max_condition), in float64.
+
+    Non-positive and non-finite-small values (e.g. 0 from an underflowed 1/s²) are raised to
+    the floor too; with neither option the eigenvalues are returned unchanged.
+    """
+    lam = np.array(eigenvalues, dtype=np.float64)
+    floor = 0.0
+    if eigenvalue_floor is not None:
+        floor = max(floor, float(eigenvalue_floor))
+    if max_condition is not None and np.any(np.isfinite(lam)) and np.nanmax(lam) > 0:
+        floor = max(floor, float(np.nanmax(lam[np.isfinite(lam)])) / float(max_condition))
+    if floor > 0:
+        lam = np.where(np.isnan(lam) | (lam < floor), floor, lam)
+    return lam
+
+
+def check_floor_options(eigenvalue_floor: float | None, max_condition: float | None) -> None:
+    """UsageError unless eigenvalue_floor > 0 and max_condition >= 1 (when given), both finite."""
+    from .errors import UsageError
+
+    if eigenvalue_floor is not None and not (np.isfinite(eigenvalue_floor) and eigenvalue_floor > 0):
+        raise UsageError(f"eigenvalue floor must be a finite number > 0, got {eigenvalue_floor!r}")
+    if max_condition is not None and not (np.isfinite(max_condition) and max_condition >= 1):
+        raise UsageError(f"max condition number must be a finite number >= 1, got {max_condition!r}")
+
+
+def regularize(mixture, *, eigenvalue_floor: float | None = None, max_condition: float | None = None):
+    """A copy of an IR mixture (or hierarchy) with every component's eigenvalues floored.
+
+    ``eigenvalue_floor`` is an absolute variance; ``max_condition`` caps each component's
+    condition number λ_max/λ_min (its smallest variances are raised to λ_max / max_condition).
+    The residual variance of rank-truncated components is floored the same way.  This changes
+    the model — densities of the floored directions widen — so gmmnet never does it unasked.
+    Returns ``(new_model, n_changed)``, the number of eigenvalues (and residual variances) raised.
+    """
+    check_floor_options(eigenvalue_floor, max_condition)
+    if getattr(mixture, "kind", None) == "hierarchy":
+        levels, changed = [], 0
+        for m in mixture.levels:
+            m2, n = regularize(m, eigenvalue_floor=eigenvalue_floor, max_condition=max_condition)
+            levels.append(m2)
+            changed += n
+        if not changed:
+            return mixture, 0
+        extra = dict(mixture.provenance.extra)
+        if eigenvalue_floor is not None:
+            extra["eigenvalue_floor"] = repr(float(eigenvalue_floor))
+        if max_condition is not None:
+            extra["max_condition"] = repr(float(max_condition))
+        extra["eigenvalues_floored"] = str(changed)
+        provenance = mixture.provenance.model_copy(update={"extra": extra})
+        return mixture.model_copy(update={"levels": levels, "provenance": provenance}), changed
+    comps, changed = [], 0
+    for c in mixture.components:
+        lam = floor_eigenvalues(c.eigenvalues, eigenvalue_floor=eigenvalue_floor, max_condition=max_condition)
+        update = {"eigenvalues": lam}
+        changed += int(np.count_nonzero(lam != c.eigenvalues))
+        if c.residual_variance is not None:
+            rv = float(floor_eigenvalues(np.array([c.residual_variance]), eigenvalue_floor=eigenvalue_floor)[0])
+            if max_condition is not None:
+                rv = max(rv, float(lam.max()) / float(max_condition))
+            changed += int(rv != c.residual_variance)
+            update["residual_variance"] = rv
+        comps.append(c.model_copy(update=update))
+    if not changed:
+        return mixture, 0
+    # re-validate: the floor must not produce a model the IR would refuse
+    data = mixture.model_dump()
+    data["components"] = [c.model_dump() for c in comps]
+    extra = dict(data["provenance"].get("extra") or {})
+    if eigenvalue_floor is not None:
+        extra["eigenvalue_floor"] = repr(float(eigenvalue_floor))
+    if max_condition is not None:
+        extra["max_condition"] = repr(float(max_condition))
+    extra["eigenvalues_floored"] = str(changed)
+    data["provenance"]["extra"] = extra
+    return type(mixture).model_validate(data), changed
+
+
+def check_representable(mixture, dtype: str = "float32") -> None:
+    """InvalidModelError unless a graph in ``dtype`` can hold the mixture's numbers.
+
+    The neuron weights have norm λ^-1/2 per principal direction and the biases are −w·μ; when
+    either leaves the dtype's normal range (overflow to inf, or underflow to 0 which would
+    silently drop a direction) the exported graph would output NaN or wrong values.
+    """
+    if getattr(mixture, "kind", None) == "hierarchy":
+        for m in mixture.levels:
+            check_representable(m, dtype)
+        return
+    finfo = np.finfo(np.dtype(dtype))
+    hi, lo = float(finfo.max), float(finfo.tiny)
+    hint = (" (use --dtype float64 or --compute float64, or --eigenvalue-floor / --max-condition)"
+            if dtype != "float64" else "")
+    for k, c in enumerate(mixture.components):
+        scale = 1.0 / np.sqrt(c.eigenvalues)
+        bad = (scale > hi) | (scale < lo)
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            raise InvalidModelError(
+                f"component {k}: neuron weight norm λ^-1/2 = {scale[i]:.3g} (eigenvalue {c.eigenvalues[i]:.3g}) "
+                f"is outside the {dtype} range [{lo:.3g}, {hi:.3g}]{hint}"
+            )
+        bias = np.abs(whitening(c.eigenvectors, c.eigenvalues) @ c.mean)
+        mu = np.abs(c.mean)
+        if np.max(mu) > hi or np.max(bias) > hi or not np.all(np.isfinite(bias)):
+            raise InvalidModelError(
+                f"component {k}: the mean or a neuron bias (max |b| = {np.max(bias):.3g}) overflows {dtype}{hint}"
+            )
+        logterm = log_normalizer(c.eigenvalues, c.n_features, c.residual_variance) + c.log_constant
+        if not abs(logterm) <= hi:
+            raise InvalidModelError(f"component {k}: its log-normalizer {logterm:.3g} overflows {dtype}{hint}")

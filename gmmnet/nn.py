@@ -30,6 +30,7 @@ from .ir import Component, Mixture, Provenance
 from .versions import library_versions
 
 __all__ = [
+    "Abs",
     "MahalanobisLinear",
     "MixtureNetwork",
     "MixtureOutput",
@@ -39,6 +40,7 @@ __all__ = [
     "mixture_from_module",
     "neuron_groups",
     "orthogonality_penalty",
+    "resolve_device",
     "to_torch",
 ]
 
@@ -120,6 +122,29 @@ def _provenance(source: str, **extra: str) -> Provenance:
     return Provenance(source=source, versions=versions, extra=extra)
 
 
+def resolve_device(device=None):
+    """The device gmmnet.nn puts new tensors on.
+
+    ``"auto"`` is CUDA when ``torch.cuda.is_available()``, else the CPU; ``None`` leaves the
+    choice to torch (its default device, normally the CPU); anything else is passed to
+    ``torch.device``.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return None if device is None else torch.device(device)
+
+
+class Abs(nn.Module):
+    """The elementwise absolute value as a module, for ``nn.Sequential(Linear, Abs(), ...)``.
+
+    gmmnet's readers (:func:`gmmnet.formats.torch.from_torch`, ``gmmnet to-gmm``) recognise it
+    as the Abs activation.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)
+
+
 # ---------------------------------------------------------------------------
 # MixtureNetwork
 
@@ -149,7 +174,7 @@ class MixtureNetwork(nn.Module):
         Of the source mixture; :func:`mixture_from_module` keeps it while the weights still
         have that structure.
     dtype, device
-        Of the parameters.
+        Of the parameters; ``device="auto"`` takes the GPU when torch sees one.
 
     Attributes
     ----------
@@ -173,7 +198,7 @@ class MixtureNetwork(nn.Module):
         #: covariance type of the source mixture; mixture_from_module keeps it while the weights allow.
         self.covariance_type = _check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
         n = self.n_neurons
-        fk = {"dtype": dtype, "device": device}
+        fk = {"dtype": dtype, "device": resolve_device(device)}
         self.linear = nn.Linear(self.n_features, 2 * n if activation == "relu" else n, **fk)
         log_w = torch.full((self.n_components,), -float(np.log(self.n_components)), **fk)
         if self.normalize:
@@ -276,7 +301,9 @@ def to_torch(mixture, *, activation: str = "abs", dtype=torch.float64, device=No
     activation : {"abs", "relu"}
     dtype : torch.dtype, default=torch.float64
         Everything is derived in float64 and cast once.
-    device : torch.device or str, optional
+    device : torch.device, str or "auto", optional
+        ``"auto"`` takes the GPU when torch sees one (see :func:`resolve_device`); None keeps
+        torch's default device.
     normalize : bool, default=True
         See :class:`MixtureNetwork`.  Both heads give the same outputs at construction.
 
@@ -292,6 +319,7 @@ def to_torch(mixture, *, activation: str = "abs", dtype=torch.float64, device=No
     """
     m = _as_mixture(mixture)
     _check_choice("activation", activation, ACTIVATIONS)
+    device = resolve_device(device)
     d = m.n_features
     for k, c in enumerate(m.components):
         if c.rank != d or c.residual_variance is not None:
@@ -357,6 +385,11 @@ def _mixture_from_blocks(w: np.ndarray, b: np.ndarray, n_components: int, log_we
     for k in range(n_components):
         sl = slice(k * d, (k + 1) * d)
         mean, vecs, vals = linalg.gaussian_from_neurons(w[sl], b[sl])
+        norms = np.linalg.norm(w[sl], axis=1)
+        rows = w[sl] / norms[:, None]
+        if np.max(np.abs(rows @ rows.T - np.eye(d))) <= _ORTHO_TOL:
+            # already a whitening rotation: keep its rows (signs and order) so torch → IR → torch is exact
+            vecs, vals = linalg._sorted_desc(rows, 1.0 / norms**2)
         comps.append({"mean": mean, "eigenvectors": vecs, "eigenvalues": vals})
     ct, comps = _structured(comps, d, covariance_type)
     lw = log_weights - np.logaddexp.reduce(log_weights)
@@ -484,6 +517,7 @@ class MahalanobisLinear(nn.Module):
     ----------
     in_features, out_features : int
     dtype, device : optional
+        ``device="auto"`` takes the GPU when torch sees one.
 
     Attributes
     ----------
@@ -495,7 +529,7 @@ class MahalanobisLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, *, dtype=None, device=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        fk = {"dtype": dtype, "device": device}
+        fk = {"dtype": dtype, "device": resolve_device(device)}
         self.direction = nn.Parameter(torch.empty(self.out_features, self.in_features, **fk))
         self.log_scale = nn.Parameter(torch.empty(self.out_features, **fk))
         self.center = nn.Parameter(torch.empty(self.in_features, **fk))
@@ -746,7 +780,8 @@ def init_from_data(X, n_components: int, *, method: str = "gmm", covariance_type
     reg_covar : float, default=1e-6
         Added to the covariance diagonals.
     dtype, device : optional
-        Of the new Linear (torch's default dtype when omitted).
+        Of the new Linear (torch's default dtype when omitted); ``device="auto"`` takes the GPU
+        when torch sees one.
 
     Returns
     -------
@@ -781,7 +816,7 @@ def init_from_data(X, n_components: int, *, method: str = "gmm", covariance_type
         from .hierarchy import truncate
 
         m = truncate(m, rank)
-    linear = nn.Linear(m.n_features, _expected_rows(m, activation), dtype=dtype, device=device)
+    linear = nn.Linear(m.n_features, _expected_rows(m, activation), dtype=dtype, device=resolve_device(device))
     init_linear_from_mixture(linear, m, activation=activation, delta=delta)
     return linear, m
 

@@ -60,6 +60,10 @@ THRESHOLDS = {
 PAIR_TOL = 1e-6
 #: Relative singular-value cut-off below which a group is rank-deficient.
 RANK_RCOND = 1e-9
+#: Largest |cosine| between the rows of a square block read directly as eigen-neurons (see _orthogonal_block).
+ORTHO_TOL = {"float64": 1e-12, "float32": 1e-6}
+#: Most numbers report["prototypes"] lists (n_neurons × n_features); larger layers get None and a note.
+PROTOTYPES_MAX = 1_000_000
 #: Slab half-width (in neuron units, i.e. σ) of the points that make a neuron's prototype.
 PROTOTYPE_SLAB = 1.0
 
@@ -379,10 +383,13 @@ def _recover(W, b, acts, *, groups, head, data, n_components, dtype, grouping, s
         "low_confidence": [dg["index"] for dg in diags if dg["low_confidence"]],
         "covariance_type": mixture.covariance_type,
         "components": diags,
-        "prototypes": protos.tolist(),
+        "prototypes": protos.tolist() if protos.size <= PROTOTYPES_MAX else None,
         "thresholds": dict(THRESHOLDS),
         "notes": notes,
     }
+    if protos.size > PROTOTYPES_MAX:
+        notes.append(f"prototypes not listed ({n} neurons × {d} features > {PROTOTYPES_MAX} numbers): "
+                     "use gmmnet.recover.prototypes(W, b, data)")
     if x is not None:
         report["mean_log_likelihood"] = float(np.mean(linalg.log_likelihood(mixture, x)))
     return mixture, report
@@ -435,6 +442,11 @@ def _component(g: _Group, x: np.ndarray | None, r: np.ndarray | None, dtype: str
             g.delta = U @ mean_x + beta
     Wg, bg = g.neurons(g.delta if g.relu_rows else None)
     d = Wg.shape[1]
+    fast = _orthogonal_block(Wg, bg, dtype)
+    if fast is not None:
+        mean, vecs, vals = fast
+        resid = Wg @ mean + bg
+        return _Comp(mean, vecs, vals, None, Wg, bg, d, float(resid @ resid), False, None)
     q, s, vh = np.linalg.svd(Wg, full_matrices=False)
     rank = int(np.sum(s > RANK_RCOND * s[0])) if s.size and s[0] > 0 else 0
     if rank == 0:
@@ -460,6 +472,43 @@ def _component(g: _Group, x: np.ndarray | None, r: np.ndarray | None, dtype: str
         return _Comp(mean, vecs, vals, residual, Wg, bg, rank, float(resid @ resid), False, "data")
     # no data: the complement is unknown; keep it as wide as the widest known direction
     return _Comp(mean_span, vecs, vals, float(vals.max()), Wg, bg, rank, float(resid @ resid), True, "placeholder")
+
+
+def _orthogonal_block(W: np.ndarray, b: np.ndarray, dtype: str):
+    """(mean, eigenvector rows, eigenvalues) of a square block whose rows are already orthogonal, else None.
+
+    gmmnet writes eigen-neurons w_i = λ_i^-½ v_i: then the Gaussian is read off the rows
+    (λ_i = 1/‖w_i‖², v_i = w_i/‖w_i‖) with one d×d product instead of an SVD, which matters
+    for large mixtures (K = 256, d = 256: 256 SVDs).  Rows must be orthogonal to within
+    ORTHO_TOL of the graph's dtype (cosines); in float32 the rounded rows are re-orthonormalized
+    by a QR step, which moves the covariance by about that cosine (≤ 1e-6 relative).
+    """
+    n, d = W.shape
+    if n != d:
+        return None
+    G = W @ W.T
+    nrm2 = np.diag(G).copy()
+    if not np.all(nrm2 > 0):
+        return None
+    nrm = np.sqrt(nrm2)
+    cos = G / np.outer(nrm, nrm)
+    np.fill_diagonal(cos, 0.0)
+    off = float(np.max(np.abs(cos))) if n > 1 else 0.0
+    tol = ORTHO_TOL.get(dtype, ORTHO_TOL["float64"])
+    if off > tol:
+        return None
+    vecs = W / nrm[:, None]
+    if off > ORTHO_TOL["float64"]:
+        q, r = np.linalg.qr(vecs.T)
+        vecs = (q * np.sign(np.diag(r))).T
+        try:
+            mean = np.linalg.solve(W, -b)
+        except np.linalg.LinAlgError:
+            return None
+    else:  # W⁻¹ = Wᵀ diag(1/‖w_i‖²) for orthogonal rows
+        mean = -(W.T @ (b / nrm2))
+    vecs, vals = linalg._sorted_desc(vecs, 1.0 / nrm2)
+    return mean, vecs, vals
 
 
 def _mixture_from(comps: list[_Comp], logw: np.ndarray, head, d: int) -> Mixture:
@@ -490,16 +539,18 @@ def _detect_structure(mixture: Mixture, comps: list[_Comp], eps: float) -> Mixtu
     cs = mixture.components
     if any(c.rank != d for c in cs):
         return mixture
-    covs = [linalg.covariance(c.eigenvectors, c.eigenvalues) for c in cs]
+    # one covariance at a time: a full mixture usually fails on the first (K·d³ work otherwise)
+    lam = []
     diag_ok = True
-    for cov in covs:
+    for c in cs:
+        cov = linalg.covariance(c.eigenvectors, c.eigenvalues)
         sd = np.sqrt(np.diag(cov))
         off = np.abs(cov - np.diag(np.diag(cov))) / np.outer(sd, sd)
         if off.max() > tol:
             diag_ok = False
             break
+        lam.append(np.diag(cov).copy())
     if diag_ok:
-        lam = [np.diag(cov).copy() for cov in covs]
         sph = all(np.ptp(v) <= tol * v.max() for v in lam)
         new = []
         for c, v in zip(cs, lam):
@@ -507,10 +558,14 @@ def _detect_structure(mixture: Mixture, comps: list[_Comp], eps: float) -> Mixtu
                 v = np.full(d, float(np.mean(v)))
             new.append(c.model_copy(update={"eigenvectors": np.eye(d), "eigenvalues": v}))
         return _rebuild(mixture, new, "spherical" if sph else "diag")
-    if len(cs) > 1:
-        precs = [(c.eigenvectors.T / c.eigenvalues) @ c.eigenvectors for c in cs]
-        ref = precs[0]
-        if all(np.linalg.norm(p - ref) <= tol * np.linalg.norm(ref) * np.sqrt(d) for p in precs[1:]):
+    # tied: equal spectra first (cheap), then equal precision matrices
+    if len(cs) > 1 and all(np.max(np.abs(c.eigenvalues - cs[0].eigenvalues)) <= 1e3 * tol * cs[0].eigenvalues.max()
+                           for c in cs[1:]):
+        def prec(c):
+            return (c.eigenvectors.T / c.eigenvalues) @ c.eigenvectors
+
+        ref = prec(cs[0])
+        if all(np.linalg.norm(prec(c) - ref) <= tol * np.linalg.norm(ref) * np.sqrt(d) for c in cs[1:]):
             new = [c.model_copy(update={"eigenvectors": cs[0].eigenvectors, "eigenvalues": cs[0].eigenvalues}) for c in cs]
             return _rebuild(mixture, new, "tied")
     return mixture

@@ -17,6 +17,7 @@ from gmmnet.errors import (
     DataError,
     InputFileError,
     OutputExistsError,
+    OutputFileError,
     UnsafeFileError,
     UnsupportedModelError,
     UsageError,
@@ -409,7 +410,7 @@ def test_atomic_write_permissions_follow_umask(tmp_path):
 
 
 def test_atomic_write_missing_folder_and_folder_target(tmp_path):
-    with pytest.raises(InputFileError, match="does not exist"):
+    with pytest.raises(OutputFileError, match="does not exist"):
         gio.atomic_write(tmp_path / "nope" / "a.bin", b"x")
     with pytest.raises(OutputExistsError, match="it is a folder"):
         gio.atomic_write(tmp_path, b"x", force=True)

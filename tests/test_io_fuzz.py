@@ -58,6 +58,14 @@ def _onnx_seed() -> bytes:
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory) -> dict[str, list[bytes]]:
+    return make_seeds(tmp_path_factory.getbasetemp() / "fuzz-canary", tmp_path_factory.mktemp)
+
+
+def make_seeds(canary, mktemp) -> dict[str, list[bytes]]:
+    """Valid files of every format (and payload-carrying ones) to mutate; ``mktemp(name)`` gives a fresh folder.
+
+    Also used by benchmarks/fuzz.py for long runs.
+    """
     import skops.io as sio
 
     from gmmnet.formats.sklearn import from_sklearn
@@ -68,12 +76,11 @@ def seeds(tmp_path_factory) -> dict[str, list[bytes]]:
         gm = GaussianMixture(n_components=2, covariance_type="full", random_state=0).fit(x)
         bgm = BayesianGaussianMixture(n_components=2, covariance_type="diag", random_state=0, max_iter=50).fit(x)
     bgm.feature_names_in_ = np.array(["a", "b", "c", "d"], dtype=object)  # an object array (nested pickle in joblib)
-    canary = tmp_path_factory.getbasetemp() / "fuzz-canary"
     evil = GaussianMixture(n_components=2, random_state=0).fit(x)
     evil.means_ = _Payload(os.system, (f"touch {canary}",))
 
     def joblib_bytes(obj, compress=0):
-        d = tmp_path_factory.mktemp("seed")
+        d = mktemp("seed")
         p = d / "m.joblib"
         joblib.dump(obj, p, compress=compress)
         return p.read_bytes()
@@ -249,3 +256,18 @@ def test_mutated_data_files_load_or_raise_gmmnet_errors(suffix, tmp_path):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert "loaded" in outcomes and len(outcomes) >= 2, outcomes
+
+
+def test_long_run_script_smoke(tmp_path, capsys):
+    """benchmarks/fuzz.py (the long run) works: a fraction of a second per format."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz.py"
+    spec = importlib.util.spec_from_file_location("gmmnet_benchmarks_fuzz", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--seconds", "0.2", "--formats", ".json", ".onnx", ".csv", "--keep", str(tmp_path / "keep")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" inputs in ") == 3 and "ok: " in out
+    assert not (tmp_path / "keep").exists()

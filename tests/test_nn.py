@@ -116,6 +116,45 @@ def test_to_torch_float32(wine, ct, act):
     check_outputs(out, m, x32.double().numpy(), 1e-5)
 
 
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_to_torch_matches_the_onnx_model_float32(wine, ct, act):
+    """The issue's contract: to_torch computes what the ONNX export computes (float32, ≤ 1e-5)."""
+    from gmmnet.formats.onnx import OUTPUTS, run, to_onnx
+
+    m = fitted(wine, ct)
+    x32 = wine.astype(np.float32)
+    got = run(to_onnx(m, activation=act, dtype="float32", outputs=OUTPUTS), x32)
+    got = {k: np.asarray(v) for k, v in got.items()}
+    with torch.no_grad():
+        out = to_torch(m, activation=act, dtype=torch.float32)(torch.as_tensor(x32))._asdict()
+    for name in OUTPUTS:
+        if name == "label":
+            # argmax may differ only where two log-joints tie to float32 rounding
+            lj = linalg.log_joint(m, x32.astype(np.float64))
+            top2 = np.sort(lj, axis=1)[:, -2:]
+            differ = out[name].numpy() != got[name]
+            assert np.all(top2[differ, 1] - top2[differ, 0] < 1e-4)
+            continue
+        assert out[name].dtype == torch.float32
+        assert rel(out[name], got[name].astype(np.float64)) <= 1e-5, name
+
+
+def test_device_auto_uses_the_gpu_when_torch_sees_one(wine):
+    from gmmnet.nn import resolve_device
+
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == want
+    assert resolve_device(None) is None and resolve_device("cpu") == torch.device("cpu")
+    net = to_torch(fitted(wine, "full"), device="auto")
+    assert net.linear.weight.device.type == want and net.log_constants.device.type == want
+    lin, _ = init_from_data(wine, 2, random_state=0, device="auto")
+    assert lin.weight.device.type == want
+    with torch.no_grad():
+        ll = net(wine).log_likelihood  # numpy input follows the module to its device
+    assert ll.device.type == want
+
+
 def test_forward_casts_input_and_keeps_batch_shape(wine):
     m = fitted(wine, "full")
     net = to_torch(m)
@@ -228,6 +267,33 @@ def test_round_trip(wine, ct, act, normalize):
     back = mixture_from_module(to_torch(m, activation=act, normalize=normalize))
     assert back.provenance.source == "gmmnet.nn.MixtureNetwork"
     assert_same_mixture(back, m, wine)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_torch_to_ir_to_torch(wine, act):
+    """torch → IR → torch: an (already trained) network and its rebuild compute the same outputs."""
+    net = to_torch(fitted(wine, "full"), activation=act)
+    x = torch.as_tensor(wine)
+    # leave the init as training would: blocks no longer orthogonal (relu pairs kept tied, the
+    # case in which a relu network is a mixture; untied pairs are reported, see above)
+    gen = torch.Generator().manual_seed(0)
+    dw = 0.05 * torch.randn(net.n_neurons, 13, generator=gen, dtype=torch.float64)
+    db = 0.05 * torch.randn(net.n_neurons, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        net.linear.weight += torch.cat([dw, -dw]) if act == "relu" else dw
+        net.linear.bias += torch.cat([db, -db]) if act == "relu" else db
+        net.log_weights += torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64)
+    again = to_torch(mixture_from_module(net), activation=act)
+    with torch.no_grad():
+        a, b = net(x), again(x)
+    assert torch.equal(a.label, b.label)
+    for name in ("log_likelihood", "responsibilities", "mahalanobis"):
+        assert rel(getattr(b, name), getattr(a, name).numpy()) <= 1e-10, name
+    # at initialization the blocks are whitening rotations already: the parameters come back too
+    net0 = to_torch(fitted(wine, "full"), activation=act)
+    net1 = to_torch(mixture_from_module(net0), activation=act)
+    for (name, p0), (_, p1) in zip(net0.named_parameters(), net1.named_parameters()):
+        assert torch.allclose(p0, p1, rtol=1e-12, atol=1e-12), name
 
 
 @pytest.mark.parametrize("act", ["abs", "relu", "shifted_relu"])

@@ -242,12 +242,14 @@ def assert_same_mixture(rec, ref, x, tol, ll_tol=None):
 # hand-built layouts
 
 
-@pytest.mark.parametrize("covariance_type", COV_TYPES)
+# the elementwise layout (x − μ) * λ^-½ only exists for axis-aligned components
+LAYOUTS = [(lay, ct) for lay in ("gemm-abs", "gemm-relu", "gemm-notrans", "centred", "elementwise") for ct in COV_TYPES
+           if lay != "elementwise" or ct in ("diag", "spherical")]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("layout", ["gemm-abs", "gemm-relu", "gemm-notrans", "centred", "elementwise"])
+@pytest.mark.parametrize(("layout", "covariance_type"), LAYOUTS)
 def test_hand_built_layouts_recover_exactly(rng, covariance_type, dtype, layout):
-    if layout == "elementwise" and covariance_type not in ("diag", "spherical"):
-        pytest.skip("the elementwise layout is for axis-aligned components")
     mix = random_mixture(rng, 4, 3, covariance_type, spread=4.0)
     x = sample(rng, mix, 300)
     rots = [random_rotation(rng, 3) for _ in range(4)] if layout != "elementwise" else None
@@ -458,14 +460,12 @@ def test_torch_export_sequential_linear_abs(rng, activation):
 
 
 # ---------------------------------------------------------------------------
-# gmmnet's own exporter (tested when gmmnet.formats.onnx.to_onnx exists)
+# gmmnet's own exporter
 
 
 def _exporter():
-    try:
-        from gmmnet.formats.onnx import to_onnx
-    except ImportError:
-        pytest.skip("gmmnet.formats.onnx.to_onnx is not available yet")
+    from gmmnet.formats.onnx import to_onnx
+
     return to_onnx
 
 
@@ -490,16 +490,84 @@ def test_gmmnet_exporter_round_trip(blob_data, covariance_type, bayesian, dtype,
     assert report["exact"]
 
 
+@pytest.mark.parametrize("bayesian", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gmmnet_exporter_graph_with_rotated_blocks(blob_data, bayesian, dtype):
+    """gmmnet's own full graph with every component's neuron block rotated (R_k W_k, R_k b_k)."""
+    to_onnx = _exporter()
+    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+    from gmmnet.formats.sklearn import from_sklearn
+
+    cls = BayesianGaussianMixture if bayesian else GaussianMixture
+    ref = from_sklearn(cls(n_components=3, covariance_type="full", random_state=0, max_iter=300).fit(blob_data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = strip(to_onnx(ref, dtype=dtype))
+    inits = {i.name: i for i in model.graph.initializer}
+    W = numpy_helper.to_array(inits["layer0/W"])
+    b = numpy_helper.to_array(inits["layer0/b"])
+    assert W.shape == (9, 3) and b.shape == (9,)
+    rng = np.random.default_rng(3)
+    Wr, br = W.astype(np.float64).copy(), b.astype(np.float64).copy()
+    for k in range(3):
+        R = random_rotation(rng, 3)
+        Wr[3 * k:3 * k + 3] = R @ Wr[3 * k:3 * k + 3]
+        br[3 * k:3 * k + 3] = R @ br[3 * k:3 * k + 3]
+    inits["layer0/W"].CopyFrom(numpy_helper.from_array(Wr.astype(W.dtype), "layer0/W"))
+    inits["layer0/b"].CopyFrom(numpy_helper.from_array(br.astype(b.dtype), "layer0/b"))
+    rec, report = from_onnx(model)
+    assert_same_mixture(rec, ref, blob_data, TOL[dtype])
+    assert report["exact"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("covariance_type", COV_TYPES)
+def test_many_components_round_trip(rng, dtype, covariance_type):
+    """K = 48 components in d = 12 (576 neurons): the reader keeps neuron-level values sparse."""
+    to_onnx = _exporter()
+    mix = random_mixture(rng, 48, 12, covariance_type, spread=4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = strip(to_onnx(mix, dtype=dtype))
+    net = read_layers(model)
+    assert len(net.groups) == 48
+    rec, report = from_onnx(model)
+    assert_same_mixture(rec, mix, sample(rng, mix, 200), TOL[dtype])
+    assert report["exact"] and rec.covariance_type == covariance_type
+
+
+def test_orthogonal_fast_path_matches_the_svd():
+    """Square blocks with orthogonal rows are read without an SVD; rotated ones with it: same Gaussian."""
+    from gmmnet.recover import ORTHO_TOL, _orthogonal_block
+
+    rng = np.random.default_rng(5)
+    mix = random_mixture(rng, 1, 6, "full", spread=5.0, cond=1e3)
+    (W, b), = neuron_blocks(mix)
+    fast = _orthogonal_block(W, b, "float64")
+    assert fast is not None
+    mean, vecs, vals = linalg.gaussian_from_neurons(W, b)
+    np.testing.assert_allclose(fast[0], mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fast[2], vals, rtol=1e-12)
+    np.testing.assert_allclose(linalg.covariance(fast[1], fast[2]), linalg.covariance(vecs, vals), rtol=1e-10, atol=1e-12)
+    R = random_rotation(rng, 6)
+    assert _orthogonal_block(R @ W, R @ b, "float64") is None  # not orthogonal rows: the SVD path
+    # float32-rounded rows: accepted within ORTHO_TOL, covariance within a few times that
+    W32, b32 = W.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
+    fast32 = _orthogonal_block(W32, b32, "float32")
+    assert fast32 is not None
+    m2, v2, l2 = linalg.gaussian_from_neurons(W32, b32)
+    assert rel(linalg.covariance(fast32[1], fast32[2]), linalg.covariance(v2, l2)) < 10 * ORTHO_TOL["float32"]
+    assert rel(fast32[0], m2) < 1e-12
+
+
 @pytest.mark.parametrize("centering", ["none", "global", "component"])
 def test_gmmnet_exporter_centred_forms(rng, centering):
     to_onnx = _exporter()
     mix = random_mixture(rng, 3, 4, "full", spread=50.0, cond=1e4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            model = strip(to_onnx(mix, dtype="float32", centering=centering))
-        except TypeError:
-            pytest.skip("exporter has no centering option")
+        model = strip(to_onnx(mix, dtype="float32", centering=centering))
     rec, _ = from_onnx(model)
     assert_same_mixture(rec, mix, sample(rng, mix, 200), TOL["float32"])
 
@@ -668,3 +736,28 @@ def test_two_level_network_recovers_the_top_level(rng):
     assert rec.n_features == 4
     np.testing.assert_allclose(rec.means, top.means, rtol=1e-10, atol=1e-12)
     assert any("level 1" in n for n in report["notes"])
+
+
+def test_sparse_row_operators_match_dense():
+    """The sparse row maps used for neuron-level values agree with the dense einsum path."""
+    import scipy.sparse as sp
+
+    from gmmnet.formats.onnx.read import _Lin, _matmul_rows, _sum_rows
+
+    rng = np.random.default_rng(9)
+    for shape, B in (((3, 4), rng.standard_normal((4, 5))), ((2, 3, 4), rng.standard_normal((2, 4, 6))),
+                     ((1, 3, 4), rng.standard_normal((2, 4, 5)))):
+        rows = int(np.prod(shape))
+        dense = rng.standard_normal((rows, 7))
+        ref = _Lin(-1, shape, dense, np.zeros(rows)).matmul(B)
+        T, new_shape = _matmul_rows(shape, B)
+        assert new_shape == ref.shape
+        np.testing.assert_allclose(T @ dense, ref.W, rtol=1e-12, atol=1e-12)
+        # the same through a sparse-valued table
+        out = _Lin(0, shape, sp.csr_array(dense), np.zeros(rows)).matmul(B)
+        np.testing.assert_allclose(out.W.toarray(), ref.W, rtol=1e-12, atol=1e-12)
+    shape = (2, 3, 4)
+    dense = rng.standard_normal((24, 5))
+    for axes in ([0], [1, 2], [0, 1, 2]):
+        ref = _Lin(-1, shape, dense, np.zeros(24)).reduce_sum(axes, keepdims=False)
+        np.testing.assert_allclose(_sum_rows(shape, axes) @ dense, ref.W, rtol=1e-12, atol=1e-12)

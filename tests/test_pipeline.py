@@ -221,6 +221,61 @@ def test_iris_one_component_per_class_beats_chance():
 
 
 # ---------------------------------------------------------------------------
+# ONNX classifier
+
+
+@pytest.mark.parametrize("act", ["abs", "relu"])
+@pytest.mark.parametrize("ct", COV_TYPES)
+def test_classifier_onnx_exact_against_predict_proba(wine, ct, act):
+    from gmmnet.formats.onnx import run
+    from gmmnet.formats.onnx.classifier import classifier_to_onnx
+
+    X, y = wine
+    clf = GaussianMixtureClassifier(n_components=2, covariance_type=ct, random_state=0).fit(X, y + 10)
+    proba = clf.predict_proba(X)
+    model = classifier_to_onnx(clf, dtype="float64", activation=act)
+    assert [o.name for o in model.graph.output] == ["label", "probabilities"]
+    out = run(model, X)
+    assert out["label"].dtype == np.int64 and out["probabilities"].shape == (len(X), 3)
+    assert np.max(np.abs(out["probabilities"] - proba)) <= 1e-10
+    np.testing.assert_array_equal(out["label"], clf.predict(X))  # class values 10, 11, 12, not indices
+    meta = {e.key: e.value for e in model.metadata_props}
+    assert json.loads(meta["classes"]) == [10, 11, 12] and meta["label_type"] == "int64"
+    # float32: rounding only (the figure docs/api.md quotes for standardized data)
+    out32 = run(classifier_to_onnx(clf, dtype="float32", activation=act), X.astype(np.float32))
+    assert np.max(np.abs(np.asarray(out32["probabilities"], dtype=np.float64) - proba)) <= 1e-5
+    np.testing.assert_array_equal(out32["label"], clf.predict(X))
+
+
+def test_classifier_onnx_string_labels_and_refusals(wine, tmp_path):
+    from gmmnet.formats.onnx import run
+    from gmmnet.formats.onnx.classifier import classifier_to_onnx
+
+    X, y = wine
+    names = np.array(["barolo", "grignolino", "barbera"])[y]
+    clf = GaussianMixtureClassifier(random_state=0).fit(X, names)
+    model = classifier_to_onnx(clf, dtype="float64")
+    path = tmp_path / "clf.onnx"
+    path.write_bytes(model.SerializeToString())
+    out = run(str(path), X)
+    assert out["label"].dtype == object
+    np.testing.assert_array_equal(out["label"].astype(str), clf.predict(X))
+    assert np.max(np.abs(out["probabilities"] - clf.predict_proba(X))) <= 1e-10
+    assert {e.key: e.value for e in model.metadata_props}["label_type"] == "string"
+    with pytest.raises(errors.NotFittedError):
+        classifier_to_onnx(GaussianMixtureClassifier())
+    with pytest.raises(errors.UsageError, match="GaussianMixtureClassifier"):
+        classifier_to_onnx(MahalanobisFeatures().fit(X))
+    with pytest.raises(errors.UsageError, match="outputs"):
+        classifier_to_onnx(clf, outputs=("label",))
+    # scikit-learn refuses mixed label types at fit; the exporter still checks what it is given
+    from gmmnet.formats.onnx.classifier import _label_tensor
+
+    with pytest.raises(errors.UnsupportedModelError, match="integer or string"):
+        _label_tensor(np.array([1, "a"], dtype=object))
+
+
+# ---------------------------------------------------------------------------
 # torch stays optional
 
 

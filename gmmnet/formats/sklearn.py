@@ -58,8 +58,17 @@ def _bayesian_log_constants(est, d: int) -> np.ndarray:
         return extra + log_w - np.log(np.asarray(est.weights_, dtype=np.float64))
 
 
-def from_sklearn(est) -> Mixture:
-    """Convert a fitted ``GaussianMixture`` or ``BayesianGaussianMixture`` to the IR."""
+def from_sklearn(est, *, eigenvalue_floor: float | None = None, max_condition: float | None = None) -> Mixture:
+    """Convert a fitted ``GaussianMixture`` or ``BayesianGaussianMixture`` to the IR.
+
+    A component whose covariance is singular (an eigenvalue that is 0 after the float64
+    inversion of ``precisions_cholesky_``) raises :class:`~gmmnet.errors.InvalidModelError`,
+    unless an explicit floor is given: ``eigenvalue_floor`` (absolute variance) and/or
+    ``max_condition`` (largest λ_max/λ_min per component); see
+    :func:`gmmnet.linalg.floor_eigenvalues`.  A floor changes the model, so it is recorded in
+    the provenance (``extra["eigenvalue_floor"]`` / ``extra["max_condition"]``).
+    """
+    linalg.check_floor_options(eigenvalue_floor, max_condition)
     source = _check(est)
     ct = est.covariance_type
     means = np.asarray(est.means_, dtype=np.float64)
@@ -80,10 +89,30 @@ def from_sklearn(est) -> Mixture:
         bases = [(np.eye(d), np.full(d, 1.0 / pc[k] ** 2)) for k in range(n_k)]
     else:  # pragma: no cover - sklearn validates this
         raise UnsupportedModelError(f"unknown covariance_type {ct!r}")
+    n_floored = 0
+    if eigenvalue_floor is not None or max_condition is not None:
+        floored = []
+        for vecs, lam in bases:
+            new = linalg.floor_eigenvalues(lam, eigenvalue_floor=eigenvalue_floor, max_condition=max_condition)
+            n_floored += int(np.count_nonzero(new != lam))
+            floored.append((vecs, new))
+        bases = floored
     for k, (_, lam) in enumerate(bases):
-        if np.any(lam <= 0) or not np.all(np.isfinite(lam)):
-            raise InvalidModelError(f"component {k} has a singular covariance")
+        if not np.all(np.isfinite(lam)):
+            raise InvalidModelError(f"component {k} has an infinite variance (a zero in precisions_cholesky_)")
+        if np.any(lam <= 0):
+            raise InvalidModelError(
+                f"component {k} has a singular covariance (eigenvalue {lam.min():.3g}); "
+                "pass eigenvalue_floor= (CLI: --eigenvalue-floor) to floor it explicitly"
+            )
 
+    extra = {}
+    if eigenvalue_floor is not None:
+        extra["eigenvalue_floor"] = repr(float(eigenvalue_floor))
+    if max_condition is not None:
+        extra["max_condition"] = repr(float(max_condition))
+    if extra:
+        extra["eigenvalues_floored"] = str(n_floored)
     consts = _bayesian_log_constants(est, d) if source == "BayesianGaussianMixture" else np.zeros(n_k)
     # weights_ sum to 1 up to float rounding; renormalize so the IR's check is about real errors
     weights = weights / weights.sum()
@@ -95,7 +124,7 @@ def from_sklearn(est) -> Mixture:
         n_features=d,
         covariance_type=ct,
         components=comps,
-        provenance=Provenance(source=f"sklearn.mixture.{source}", versions=library_versions()),
+        provenance=Provenance(source=f"sklearn.mixture.{source}", versions=library_versions(), extra=extra),
     )
 
 

@@ -10,6 +10,9 @@ Every constant is derived in float64 and cast only when written.  In a float32 g
 biases are computed from the float32-rounded weights (and the float32-rounded centre),
 so that the graph evaluates ``W̃ (x − μ)`` up to arithmetic rounding; ``centering``
 decides how much of that rounding cancels (see :func:`float32_error_estimate`).
+``compute`` chooses the arithmetic inside a float32 graph (input and outputs stay float32):
+float32, float64 behind Cast nodes, or "auto" = float32 where :func:`predicted_errors` says it
+meets the accuracy targets, else float64 (docs/onnx-graph.md, "Compute").
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "ABS_OK",
     "ACTIVATIONS",
     "CENTERINGS",
+    "COMPUTES",
     "DEFAULT_OUTPUTS",
     "DTYPES",
     "MAX_OPSET",
@@ -34,6 +38,7 @@ __all__ = [
     "RATIO_OK",
     "WARN_ABOVE",
     "float32_error_estimate",
+    "predicted_errors",
     "to_onnx",
 ]
 
@@ -43,6 +48,13 @@ DEFAULT_OUTPUTS = ("label", "responsibilities", "log_likelihood")
 ACTIVATIONS = ("abs", "relu")
 DTYPES = ("float32", "float64")
 CENTERINGS = ("auto", "none", "global", "component")
+#: Arithmetic inside a float32-interface graph: "float32" everywhere; "mixed" = float32 neurons,
+#: float64 head (from D² on); "float64" = the input is cast to double first.  "auto" picks float32
+#: when its predicted errors (:func:`predicted_errors`) meet LL_TARGET and RESP_TARGET, else float64.
+COMPUTES = ("auto", "float32", "mixed", "float64")
+#: The issue's float32 targets on standardized data: log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
+LL_TARGET = 2e-6
+RESP_TARGET = 1e-6
 MIN_OPSET = 13
 MAX_OPSET = 21
 
@@ -78,6 +90,14 @@ class _Prepared:
     kept: list[int]  # rank r_k of each component as stored (≤ d)
     truncated: bool = False
     labels: list[list[str]] = field(default_factory=list)  # per component, per neuron
+    memo: dict = field(default_factory=dict)  # rounded weights and estimates, computed once per export
+
+    def rounded_W(self, dtype: str) -> np.ndarray:
+        """W rounded to ``dtype`` (as float64); float64 is W itself."""
+        key = ("W", dtype)
+        if key not in self.memo:
+            self.memo[key] = self.W if dtype == "float64" else self.W.astype(np.float32).astype(np.float64)
+        return self.memo[key]
 
 
 def _complete(c) -> tuple[np.ndarray, np.ndarray]:
@@ -145,25 +165,10 @@ def _layout_centering(ctype: str, centering: str) -> str:
 
 
 def _estimate(p: _Prepared, centering: str, dtype: str) -> float:
-    u = _UNIT_ROUNDOFF[dtype]
-    rnd = _rounder(dtype)
-    centering = _layout_centering(p.ctype, centering)
-    if centering == "none":
-        centres = np.zeros_like(p.means)
-    elif centering == "global":
-        centres = np.broadcast_to(_global_centre(p, dtype), p.means.shape)
-    else:
-        hi, lo = _split(p, dtype)
-        centres = hi + lo
-    worst = 0.0
-    for k in range(p.K):
-        W = rnd(p.W[k])
-        off = p.means[k] - centres[k]  # what the product has to cancel
-        t = np.abs(off) + _A * p.coord_std[k]  # |x − c| at points A σ from the mean
-        e = np.sqrt((W * W) @ (t * t)) + np.abs(W @ off)  # per neuron: products, and the bias they cancel
-        head = (abs(float(p.consts[k])) if np.isfinite(p.consts[k]) else 0.0) + p.d
-        worst = max(worst, u * (_A * float(np.sqrt(e @ e)) + head))
-    return worst
+    """u · max_k (A ‖e_k‖₂ + |c_k| + d): see :func:`float32_error_estimate`."""
+    prods = _products(p, centering, dtype)
+    heads = np.where(np.isfinite(p.consts), np.abs(p.consts), 0.0) + p.d
+    return float(_UNIT_ROUNDOFF[dtype] * np.max(_A * prods + heads))
 
 
 def float32_error_estimate(mixture, centering: str = "auto", *, dtype: str = "float32") -> float:
@@ -196,6 +201,118 @@ def float32_error_estimate(mixture, centering: str = "auto", *, dtype: str = "fl
     if centering == "auto":
         centering, _, _ = _choose_centering(p, dtype)
     return _estimate(p, centering, dtype)
+
+
+def _layer_head(dtype: str, compute: str) -> tuple[str, str]:
+    """(dtype of the neuron layer, dtype of the head) for a graph of interface ``dtype``."""
+    if dtype == "float64" or compute == "float64":
+        return "float64", "float64"
+    return "float32", ("float64" if compute == "mixed" else "float32")
+
+
+def _predict(p: _Prepared, centering: str, layer: str, head: str) -> dict:
+    """Predicted worst errors (log_likelihood relative, responsibilities absolute) of a layout.
+
+    Per component k, in the bulk of its points (D² within d ± A√(2d), the χ²_d spread):
+
+        P_k  = u_layer · A ‖e_k‖₂            the neuron products (as in :func:`float32_error_estimate`)
+        S_k  = u_layer · ½ D²_hi             the sum of squares, in the layer's type
+        H_k  = u_head · (|c_k| + ½ D²_hi + d) the log-joint L_k = c_k − ½D² and the log-sum-exp
+        ll_k = (P_k + S_k + H_k) / (1 + min |c_k − ½D²|)  over that bulk
+        resp = ½ max_k (P_k + S_k + H_k)     δr ≤ r(1−r) |δL_a − δL_b| ≤ ¼ · 2 max|δL|
+
+    with D²_hi = d + A√(2d).  S_k is counted separately only when the head is wider than the layer.
+    """
+    u_l, u_h = _UNIT_ROUNDOFF[layer], _UNIT_ROUNDOFF[head]
+    centering = _layout_centering(p.ctype, centering)
+    spread = _A * np.sqrt(2.0 * p.d)
+    d2_hi, d2_lo = p.d + spread, max(p.d - spread, 0.0)
+    prods = _products(p, centering, layer)
+    ll, resp = 0.0, 0.0
+    for k in range(p.K):
+        c = float(p.consts[k]) if np.isfinite(p.consts[k]) else 0.0
+        P = u_l * _A * prods[k]
+        S = u_l * 0.5 * d2_hi if u_h < u_l else 0.0
+        H = u_h * (abs(c) + 0.5 * d2_hi + p.d)
+        lo = 0.0 if d2_lo <= 2 * c <= d2_hi else min(abs(c - 0.5 * d2_lo), abs(c - 0.5 * d2_hi))
+        ll = max(ll, (P + S + H) / (1.0 + lo))
+        resp = max(resp, 0.5 * (P + S + H))
+    return {"log_likelihood": ll, "responsibilities": resp}
+
+
+def _products(p: _Prepared, centering: str, dtype: str) -> np.ndarray:
+    """‖e_k‖₂ per component (see :func:`float32_error_estimate`), computed once per layout."""
+    centering = _layout_centering(p.ctype, centering)
+    key = ("products", centering, dtype)
+    if key in p.memo:
+        return p.memo[key]
+    if centering == "none":
+        centres = np.zeros_like(p.means)
+    elif centering == "global":
+        centres = np.broadcast_to(_global_centre(p, dtype), p.means.shape)
+    else:
+        hi, lo = _split(p, dtype)
+        centres = hi + lo
+    Wr = p.rounded_W(dtype)
+    off = p.means - centres  # what the product has to cancel
+    t = np.abs(off) + _A * p.coord_std  # |x − c| at points A σ from the mean
+    if p.ctype in ("diag", "spherical"):  # W is diagonal
+        w = np.einsum("kii->ki", Wr)
+        e = np.abs(w) * t + np.abs(w * off)
+    else:
+        e = np.sqrt(np.einsum("kij,kj->ki", Wr * Wr, t * t)) + np.abs(np.einsum("kij,kj->ki", Wr, off))
+    p.memo[key] = np.sqrt(np.einsum("ki,ki->k", e, e))
+    return p.memo[key]
+
+
+def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "auto") -> tuple[str, str, str, dict]:
+    """(compute, centering, reason, predictions) for a graph of interface ``dtype``."""
+    fixed = centering
+    if dtype == "float64":
+        centering = _choose_centering(p, "float64")[0] if fixed == "auto" else _layout_centering(p.ctype, fixed)
+        return "float64", centering, "float64 graph", _predict(p, centering, "float64", "float64")
+    # "mixed" is not among auto's choices: measured, it removes only a small part of the float32 error
+    options = ("float32", "float64") if compute == "auto" else (compute,)
+    preds = {}
+    for mode in options:
+        layer, head = _layer_head(dtype, mode)
+        centering = _choose_centering(p, layer)[0] if fixed == "auto" else _layout_centering(p.ctype, fixed)
+        preds[mode] = (centering, _predict(p, centering, layer, head))
+        pr = preds[mode][1]
+        if pr["log_likelihood"] <= LL_TARGET and pr["responsibilities"] <= RESP_TARGET:
+            break
+    summary = "; ".join(f"{m}: ll {v[1]['log_likelihood']:.1e}, resp {v[1]['responsibilities']:.1e}"
+                        for m, v in preds.items())
+    if compute == "auto":
+        reason = (f"auto: float32 if its predicted errors meet ll {LL_TARGET:.0e}, resp {RESP_TARGET:.0e}, "
+                  f"else float64; {summary}")
+    else:
+        reason = f"requested {compute!r}; {summary}"
+    return mode, preds[mode][0], reason, preds[mode][1]
+
+
+def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto") -> dict:
+    """Predicted worst errors of the graph :func:`to_onnx` would write, with the choices made.
+
+    Returns ``{"compute", "centering", "log_likelihood", "responsibilities"}``: the compute and
+    centering that ``to_onnx(mixture, dtype=dtype, compute=compute)`` uses, its predicted
+    log-likelihood error (max |Δ|/(1+|ref|)) and responsibilities error (max |Δ|) on points in
+    the bulk of each component (docs/onnx-graph.md, "Compute").
+    """
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    _check_compute(dtype, compute)
+    _check_mixture(mixture)
+    p = _prepare(mixture)
+    mode, centering, _, pred = _choose_compute(p, dtype, compute)
+    return {"compute": mode, "centering": centering, **pred}
+
+
+def _check_compute(dtype: str, compute: str) -> None:
+    if compute not in COMPUTES:
+        raise UsageError(f"compute must be one of {COMPUTES}, got {compute!r}")
+    if dtype == "float64" and compute not in ("auto", "float64"):
+        raise UsageError(f"compute={compute!r} needs dtype='float32'; a float64 graph computes in float64")
 
 
 def _choose_centering(p: _Prepared, dtype: str) -> tuple[str, str, dict]:
@@ -295,7 +412,7 @@ def _neuron_list(p: _Prepared) -> str:
     return ",".join(lab for labs in p.labels for lab in labs)
 
 
-def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str) -> tuple[str, str]:
+def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str, x: str = "X") -> tuple[str, str]:
     """The neuron layer.  Returns (pre-activation Z, its kind): "flat" = (N, K·R), "nkr" = (N, K, R).
 
     R = r for Abs, 2r for ReLU (per component: r rows w, then r rows −w).
@@ -309,7 +426,6 @@ def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str) -> tu
         if relu else "row k*r + i = component k, principal component i"
     )
     neurons = "neurons (component-major): " + _neuron_list(p)
-    x = "X"
 
     if p.ctype in ("diag", "spherical"):
         hi, lo = _split(p, g.dtype)
@@ -332,7 +448,7 @@ def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str) -> tu
             z = g.reshape(z, [0, K, 2 * d], "layer0/reshape", "(N, K, 2d): per component d rows +, then d rows -")
         return z, "nkr"
 
-    W = rnd(p.W)  # (K, d, d), rows = neurons
+    W = p.rounded_W(g.dtype)  # (K, d, d), rows = neurons
     if p.ctype == "tied":
         W0 = W[0]
         Wp = pair(W0, 0)  # (R, d)
@@ -397,13 +513,14 @@ def _check_mixture(mixture) -> None:
         raise UsageError(f"to_onnx expects a gmmnet.ir.Mixture, got {type(mixture).__name__}")
 
 
-def _check_options(activation, dtype, opset, outputs, centering) -> tuple[str, ...]:
+def _check_options(activation, dtype, opset, outputs, centering, compute="auto") -> tuple[str, ...]:
     if activation not in ACTIVATIONS:
         raise UsageError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if dtype not in DTYPES:
         raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if centering not in CENTERINGS:
         raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+    _check_compute(dtype, compute)
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise UsageError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     if isinstance(outputs, str):
@@ -430,6 +547,7 @@ def to_onnx(
     opset: int = 17,
     outputs=DEFAULT_OUTPUTS,
     centering: str = "auto",
+    compute: str = "auto",
 ):
     """Export an IR :class:`~gmmnet.ir.Mixture` as an ONNX Abs (or exact ReLU) network.
 
@@ -449,6 +567,12 @@ def to_onnx(
     centering : {"auto", "none", "global", "component"}
         How ``x`` is centred before the product (matters for float32 on raw features); see
         docs/onnx-graph.md.  diag/spherical graphs are always centred per component.
+    compute : {"auto", "float32", "mixed", "float64"}
+        Arithmetic inside a float32 graph, whose input and outputs stay float32: ``"float32"``
+        throughout; ``"mixed"``: float32 neurons, float64 head (from D² on); ``"float64"``: X is
+        cast to double first.  ``"auto"`` takes ``"float32"`` when its predicted
+        errors (:func:`predicted_errors`) meet the float32 targets (log-likelihood 2e-6,
+        responsibilities 1e-6), else ``"float64"``.  A float64 graph computes in float64.
 
     Returns
     -------
@@ -464,63 +588,80 @@ def to_onnx(
 
     from ... import __version__
 
-    outputs = _check_options(activation, dtype, opset, outputs, centering)
+    outputs = _check_options(activation, dtype, opset, outputs, centering, compute)
     _check_mixture(mixture)
     opset = int(opset)
     p = _prepare(mixture)
     K, d = p.K, p.d
 
+    mode, _, compute_reason, _ = _choose_compute(p, dtype, compute, centering)
+    layer_dtype, head_dtype = _layer_head(dtype, mode)
     requested = centering
     if centering == "auto":
-        used, reason, ests = _choose_centering(p, dtype)
+        used, reason, ests = _choose_centering(p, layer_dtype)
     else:
         used = _layout_centering(p.ctype, centering)
         reason = (f"requested {centering!r}" if used == centering
                   else f"requested {centering!r}; {p.ctype} graphs are always centred per component")
-        ests = {used: _estimate(p, used, dtype)}
+        ests = {used: _estimate(p, used, layer_dtype)}
     estimate = ests[used]
+    pred = _predict(p, used, layer_dtype, head_dtype)
     if estimate > WARN_ABOVE:
-        hint = "use dtype='float64'" if dtype == "float32" else "the model is too ill-conditioned for exact scoring"
+        hint = ("use dtype='float64' or compute='float64'" if dtype == "float32"
+                else "the model is too ill-conditioned for exact scoring")
         if used == "component":
             better = ""
         else:
-            comp = ests["component"] if "component" in ests else _estimate(p, "component", dtype)
+            comp = ests["component"] if "component" in ests else _estimate(p, "component", layer_dtype)
             better = f"; centering='component' is estimated at {comp:.1e}"
         warnings.warn(
-            f"estimated {dtype} log-likelihood error {estimate:.1e} with centering={used!r} exceeds {WARN_ABOVE:.0e}; "
+            f"estimated {layer_dtype} log-likelihood error {estimate:.1e} with centering={used!r} exceeds {WARN_ABOVE:.0e}; "
             f"{hint}{better}",
             PrecisionWarning,
             stacklevel=2,
         )
 
-    g = _Graph(dtype, opset)
+    g = _Graph(layer_dtype, opset)
     g.renames = {}
+    io_elem = g.elem if layer_dtype == dtype else onnx.TensorProto.FLOAT
     relu = activation == "relu"
     R = 2 * d if relu else d
     want = set(outputs)
     need_d2 = bool(want & {"label", "responsibilities", "log_likelihood", "mahalanobis"})
     need_lse = bool(want & {"responsibilities", "log_likelihood"})
 
-    z, kind = _build_layer(g, p, activation, used)
+    x = "X"
+    if layer_dtype != dtype:  # float64 compute behind a float32 interface: float32 → float64 is exact
+        x = g.node("Cast", [x], "input/cast", "X as double: the graph computes in float64", to=g.elem)
+    z, kind = _build_layer(g, p, activation, used, x)
     act_op = "Relu" if relu else "Abs"
     act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
                else "a = |z|: Mahalanobis distance along each principal component")
+    final: dict[str, str] = {}  # output name → internal tensor to cast to the interface dtype
+
+    def emit(internal: str, name: str) -> None:
+        if g.dtype == dtype or name == "label":
+            g.renames[internal] = name
+        else:
+            final[name] = internal
+
     if "distances" in want and not relu and kind == "flat" and not p.truncated:
-        g.renames["layer0/" + act_op.lower()] = "distances"
+        emit("layer0/" + act_op.lower(), "distances")
     a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
 
-    if "distances" in want and a != "distances":
+    if "distances" in want and a != "distances" and "distances" not in final:
         flat = "distances/flatten" if not p.truncated else "distances/all"
         if relu:
             t = g.reshape(a, [0, K, 2, d], "distances/reshape", "(N, K, 2, r): the + and - halves of each neuron")
             t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
         else:
             t = a
-        g.renames["distances/flatten"] = "distances"
+        if not p.truncated:
+            emit("distances/flatten", "distances")
         t = g.reshape(t, [0, K * d], flat, "(N, K*r), component-major")
         if p.truncated:  # only the kept principal directions (the residual neurons complete the density)
             keep = [k * d + i for k in range(K) for i in range(p.kept[k])]
-            g.renames["distances/kept"] = "distances"
+            emit("distances/kept", "distances")
             g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
                    "the kept principal directions of each component (rank-truncated model)", axis=1)
 
@@ -528,8 +669,11 @@ def to_onnx(
         a3 = g.reshape(a, [0, K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
         d2 = g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
                       "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
+        if head_dtype != g.dtype:  # mixed compute: the head in float64 (log-joints of -30..-50 keep their digits)
+            g.dtype, g.np_dtype, g.elem = "float64", np.float64, onnx.TensorProto.DOUBLE
+            d2 = g.node("Cast", [d2], "head/cast", "D^2 as double: the head computes in float64", to=g.elem)
         if "mahalanobis" in want:
-            g.renames["head/mahalanobis"] = "mahalanobis"
+            emit("head/mahalanobis", "mahalanobis")
             g.node("Sqrt", [d2], "head/mahalanobis", "D_k, the Mahalanobis distance")
         if want & {"label", "responsibilities", "log_likelihood"}:
             half = g.node("Mul", [d2, g.const("head/neg_half", np.array(-0.5))], "head/neg_half_d2", "-D^2/2")
@@ -537,7 +681,7 @@ def to_onnx(
                                                "c_k = log w_k - 1/2 sum log lambda - d/2 log 2pi + log_constant_k")],
                         "head/log_joint", "L_k = -D^2_k/2 + c_k: (N, K)")
             if "label" in want:
-                g.renames["head/label"] = "label"
+                emit("head/label", "label")
                 g.node("ArgMax", [lj], "head/label", "argmax_k L_k (first on ties)", axis=1, keepdims=0)
             if need_lse:
                 m = g.reduce("ReduceMax", lj, [1], "head/max", 1, "row max of L: (N, 1)")
@@ -550,16 +694,20 @@ def to_onnx(
                 if "log_likelihood" in want:
                     ls = g.node("Log", [s], "head/log_sum", "log of the sum")
                     ll = g.node("Add", [ls, m], "head/logsumexp", "log p(x) = m + log sum exp(L - m): (N, 1)")
-                    g.renames["head/log_likelihood"] = "log_likelihood"
+                    emit("head/log_likelihood", "log_likelihood")
                     g.squeeze(ll, [1], "head/log_likelihood", "(N,)")
                 if "responsibilities" in want:
                     sg = g.node("Max", [s, g.const("head/one", np.array(1.0))], "head/sum_guard",
                                 "max(sum, 1): equal to the sum except for all -inf rows (responsibilities 0, not NaN)")
-                    g.renames["head/responsibilities"] = "responsibilities"
+                    emit("head/responsibilities", "responsibilities")
                     g.node("Div", [e, sg], "head/responsibilities", "softmax of L over components")
+
+    for name, internal in final.items():
+        g.node("Cast", [internal], "output/" + name, f"{name} back to the interface type", out=name, to=io_elem)
 
     # graph inputs / outputs
     helper = onnx.helper
+    g.elem = io_elem
     x_info = helper.make_tensor_value_info("X", g.elem, ["batch", d])
     x_info.doc_string = f"input rows, {d} features"
     shapes = {
@@ -597,7 +745,8 @@ def to_onnx(
         f"deviations along principal component i" + (" (ReLU pairs [w; -w] give |z| = relu(z) + relu(-z))" if relu else "")
         + f". The head sums the squared activations per component (D^2_k), forms L_k = -D^2_k/2 + c_k and returns "
         f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). Input centering: {used} ({reason}); "
-        f"estimated {dtype} log-likelihood error {estimate:.2e}. Layout: docs/onnx-graph.md."
+        f"estimated {layer_dtype} log-likelihood error {estimate:.2e}. Compute: {mode} ({compute_reason}). "
+        f"Layout: docs/onnx-graph.md."
     )
     meta = {
         "producer": "gmmnet",
@@ -617,6 +766,11 @@ def to_onnx(
         "centering_reason": reason,
         "error_estimate": f"{estimate:.3e}",
         "error_estimates": ",".join(f"{k}={v:.3e}" for k, v in ests.items()),
+        "compute": mode,
+        "compute_requested": compute,
+        "compute_reason": compute_reason,
+        "predicted_error_log_likelihood": f"{pred['log_likelihood']:.3e}",
+        "predicted_error_responsibilities": f"{pred['responsibilities']:.3e}",
         "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if relu else "k*r+i: w_ki"),
     }
     if p.truncated:

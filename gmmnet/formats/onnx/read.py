@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ...errors import InputFileError, UnsupportedModelError
 
@@ -114,6 +115,9 @@ class NetworkLayers:
     input_name: str = "X"
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: heads of levels below the top, raw: level → (M, L, c) with logit_k = Σ_i M_ki a_i² + L_k·s + c_k
+    #: (read by gmmnet.formats.onnx.deep to give lower levels of a hierarchy back)
+    level_heads: dict[int, tuple[Any, Any, np.ndarray]] = field(default_factory=dict)
 
     @property
     def W(self) -> np.ndarray:
@@ -156,7 +160,9 @@ class _Rows:
     def __init__(self, shape, **arrays):
         self.shape = tuple(int(s) for s in shape)
         for k in self.fields:
-            setattr(self, k, np.asarray(arrays[k], dtype=np.float64))
+            a = arrays[k]
+            # columns over a neuron level are sparse (a K·d-neuron bank would not fit densely)
+            setattr(self, k, a.astype(np.float64).tocsr() if sp.issparse(a) else np.asarray(a, dtype=np.float64))
 
     @property
     def rows(self) -> int:
@@ -176,7 +182,10 @@ class _Rows:
         v = np.asarray(v, dtype=np.float64).ravel()
         out = {}
         for k, a in self.arrays().items():
-            out[k] = a * (v[:, None] if a.ndim == 2 else v)
+            if sp.issparse(a):
+                out[k] = sp.diags_array(v) @ a
+            else:
+                out[k] = a * (v[:, None] if a.ndim == 2 else v)
         return self._new(self.shape, **out)
 
     def add_const(self, v: np.ndarray) -> "_Rows":
@@ -192,13 +201,21 @@ class _Rows:
             if x.ndim == 2 and x.shape[1] != y.shape[1]:
                 n = max(x.shape[1], y.shape[1])
                 x, y = _pad(x, n), _pad(y, n)
+            if sp.issparse(x) != sp.issparse(y):
+                x, y = _csr(x), _csr(y)
             out[k] = x + y
         return self._new(self.shape, **out)
 
     def reduce_sum(self, axes: list[int], keepdims: bool) -> "_Rows":
         shape = self.shape
         out = {}
+        T = None
         for k, a in self.arrays().items():
+            if sp.issparse(a):
+                if T is None:
+                    T = _sum_rows(shape, axes)
+                out[k] = T @ a
+                continue
             trail = a.shape[1:]
             r = a.reshape(shape + trail).sum(axis=tuple(axes), keepdims=keepdims)
             out[k] = r.reshape((-1,) + trail)
@@ -217,12 +234,21 @@ class _Rows:
         B = B.astype(np.float64)
         out = {}
         new_lead = None
+        T = None
         for k, a in self.arrays().items():
+            if sp.issparse(a):
+                if T is None:
+                    T, new_lead = _matmul_rows(shape, B)
+                out[k] = T @ a
+                continue
             trail = a.shape[1:]
             t = int(np.prod(trail, dtype=np.int64)) if trail else 1
             f = a.reshape(shape + (t,))
-            if B.ndim == 2:
-                r = np.einsum("...it,ij->...jt", f, B)
+            if B.ndim == 2 and len(shape) == 1:
+                # rows of the result: Bᵀ times the rows (plain BLAS; the graph input's identity is skipped)
+                r = B.T if f.shape[0] == f.shape[1] and _is_eye(f) else B.T @ f
+            elif B.ndim == 2:
+                r = np.einsum("...it,ij->...jt", f, B, optimize=True)
             else:  # batched: data (..., rows, m) @ B (..., m, p); the row axis does not broadcast
                 r = np.einsum("...rit,...ij->...rjt", f, B)
             new_lead = r.shape[:-1]
@@ -264,9 +290,57 @@ class _Misfit(Exception):
     """Raised inside the interpreter; turned into UnsupportedModelError naming the node."""
 
 
-def _pad(a: np.ndarray, n: int) -> np.ndarray:
+def _is_eye(a: np.ndarray) -> bool:
+    return a.ndim == 2 and a.shape[0] == a.shape[1] and bool(np.array_equal(a, np.eye(a.shape[0])))
+
+
+def _csr(a) -> sp.csr_array:
+    return a.tocsr() if sp.issparse(a) else sp.csr_array(np.asarray(a, dtype=np.float64))
+
+
+def _dense(a) -> np.ndarray:
+    return a.toarray() if sp.issparse(a) else np.asarray(a)
+
+
+def _sum_rows(shape: tuple[int, ...], axes: list[int]) -> sp.csr_array:
+    """Sparse (out_rows, rows) matrix that sums the rows of a (shape)-indexed table over `axes`."""
+    rows = int(np.prod(shape, dtype=np.int64))
+    coords = np.unravel_index(np.arange(rows), shape)
+    kept = [i for i in range(len(shape)) if i not in axes]
+    if kept:
+        out = np.ravel_multi_index([coords[i] for i in kept], [shape[i] for i in kept])
+        n_out = int(np.prod([shape[i] for i in kept], dtype=np.int64))
+    else:
+        out, n_out = np.zeros(rows, dtype=np.int64), 1
+    return sp.csr_array((np.ones(rows), (out, np.arange(rows))), shape=(n_out, rows))
+
+
+def _matmul_rows(shape: tuple[int, ...], B: np.ndarray):
+    """Sparse (out_rows, rows) matrix of ``table(shape) @ B`` acting on rows, and the result's shape."""
+    rows = int(np.prod(shape, dtype=np.int64))
+    if B.ndim == 2:
+        lead = int(np.prod(shape[:-1], dtype=np.int64))
+        T = sp.kron(sp.eye_array(lead), sp.csr_array(B.T), format="csr")
+        return T, tuple(shape[:-1]) + (B.shape[1],)
+    if len(shape) < 2:
+        raise _Misfit(f"cannot multiply a tensor of shape (N, {shape[0]}) by a batched constant of shape {B.shape}")
+    r, p = shape[-2], B.shape[-1]
+    lead = tuple(np.broadcast_shapes(shape[:-2], B.shape[:-2]))
+    full = lead + (r, shape[-1], p)
+    src = np.broadcast_to(np.arange(rows).reshape(shape)[..., None], full)
+    vals = np.broadcast_to(B[..., None, :, :], full)
+    n_out = int(np.prod(lead + (r, p), dtype=np.int64))
+    dst = np.broadcast_to(np.arange(n_out).reshape(lead + (r, 1, p)), full)
+    T = sp.coo_array((vals.ravel(), (dst.ravel(), src.ravel())), shape=(n_out, rows)).tocsr()
+    return T, lead + (r, p)
+
+
+def _pad(a, n: int):
     if a.shape[1] == n:
         return a
+    if sp.issparse(a):
+        a = a.tocsr()
+        return sp.csr_array((a.data, a.indices, a.indptr), shape=(a.shape[0], n))
     out = np.zeros((a.shape[0], n))
     out[:, : a.shape[1]] = a
     return out
@@ -328,7 +402,7 @@ class _Reader:
             if v.src != level - 1:
                 raise _Misfit("adds a term that is linear in activations to a sum of squares")
             v = self.fresh(v)
-            return _Quad(level, v.shape, np.zeros((v.rows, len(self.bank(level)))), v.W, v.b)
+            return _Quad(level, v.shape, sp.csr_array((v.rows, len(self.bank(level)))), v.W, v.b)
         raise _Misfit("unexpected operand")
 
     def unify(self, vals: list) -> list:
@@ -347,13 +421,12 @@ class _Reader:
         level = v.src + 1
         bank = self.bank(level)
         start = len(bank)
-        for i in range(v.rows):
-            bank.W.append(v.W[i].copy())
-            bank.b.append(float(v.b[i]))
-            bank.act.append(act)
-            bank.nodes.append(node_name)
-        sel = np.zeros((v.rows, len(bank)))
-        sel[np.arange(v.rows), start + np.arange(v.rows)] = 1.0
+        bank.W.append(_dense(v.W))  # a block of rows (values are never modified in place)
+        bank.b.extend(float(c) for c in v.b)
+        bank.act.extend([act] * v.rows)
+        bank.nodes.extend([node_name] * v.rows)
+        n = len(bank)
+        sel = sp.csr_array((np.ones(v.rows), (np.arange(v.rows), start + np.arange(v.rows))), shape=(v.rows, n))
         return _Lin(level, v.shape, sel, np.zeros(v.rows))
 
     def square(self, v, node_name: str) -> _Quad:
@@ -361,13 +434,13 @@ class _Reader:
             raise _Misfit("squares a value that is already quadratic")
         v = self.fresh(v)
         if v.src >= 0 and np.all(v.b == 0):
-            nz = v.W != 0
-            if np.all(nz.sum(axis=1) == 1):
+            Wc = _csr(v.W)
+            Wc.eliminate_zeros()
+            if np.all(np.diff(Wc.indptr) == 1):
                 # a multiple of one neuron per entry: square those neurons ((c·a)² = c²a²)
                 level = v.src
-                M = np.zeros_like(v.W)
-                M[nz] = v.W[nz] ** 2
-                return _Quad(level, v.shape, M, np.zeros((v.rows, self.src_size(level - 1))), np.zeros(v.rows))
+                M = Wc.multiply(Wc)
+                return _Quad(level, v.shape, M, sp.csr_array((v.rows, self.src_size(level - 1))), np.zeros(v.rows))
         # a general affine value: |z|² = z², so it becomes Abs neurons first
         sel = self.make_neurons(v, "abs", node_name)
         return self.square(sel, node_name)
@@ -677,7 +750,13 @@ class _Reader:
             raise _Misfit("concatenates along the batch axis")
         # stack all rows into one table, then index it
         fields = vals[0].fields
-        stacked = {k: np.concatenate([getattr(v, k) for v in vals], axis=0) for k in fields}
+        stacked = {}
+        for k in fields:
+            parts = [getattr(v, k) for v in vals]
+            if any(sp.issparse(p) for p in parts):
+                stacked[k] = sp.vstack([_csr(p) for p in parts], format="csr")
+            else:
+                stacked[k] = np.concatenate(parts, axis=0)
         idx, off = [], 0
         for v in vals:
             idx.append(np.arange(v.rows).reshape(v.shape) + off)
@@ -825,7 +904,7 @@ class _Reader:
         layers = []
         for lvl, bank in enumerate(self.banks):
             n_in = self.src_size(lvl - 1)
-            W = np.array([_pad(w[None, :], n_in)[0] for w in bank.W]).reshape(len(bank), n_in)
+            W = (np.concatenate([_pad(w, n_in) for w in bank.W]) if bank.W else np.zeros((0, n_in))).reshape(len(bank), n_in)
             layers.append(Layer(W=W, b=np.array(bank.b, dtype=np.float64), activations=list(bank.act), nodes=list(bank.nodes)))
         if not layers:
             raise UnsupportedModelError("the graph has no Abs or ReLU neurons (no Gemm/MatMul followed by Abs, Relu or a square)")
@@ -849,19 +928,41 @@ class _Reader:
         lower = sorted({v.level for v, _ in logits if v.level != top})
         if lower:
             res.notes.append(f"heads on levels {lower} ignored; the head of level {top} is read")
+        for v, _ in logits:
+            if v.level != top and v.level not in res.level_heads:
+                f = self.fresh(v)
+                res.level_heads[v.level] = (f.M, f.L, f.c)
         logits = [(v, name) for v, name in logits if v.level == top]
         q = self.fresh(logits[0][0])
         for other, name in logits[1:]:
             o = self.fresh(other)
-            if o.M.shape != q.M.shape or not (np.allclose(o.M, q.M) and np.allclose(o.L, q.L) and np.allclose(o.c, q.c)):
+            if o.M.shape != q.M.shape or not (_close(o.M, q.M) and _close(o.L, q.L) and _close(o.c, q.c)):
                 raise UnsupportedModelError(f"head node {name!r} reduces different component scores than {logits[0][1]!r}")
         return _normalize_head(res, q, self.dtype)
+
+
+def _close(a, b) -> bool:
+    """np.allclose for dense or sparse arrays of the same shape."""
+    if a.shape != b.shape:
+        return False
+    if not (sp.issparse(a) or sp.issparse(b)):
+        return bool(np.allclose(a, b))
+    diff = abs(_csr(a) - _csr(b))
+    return diff.nnz == 0 or float(diff.max()) <= 1e-8 + 1e-5 * float(abs(_csr(b)).max())
+
+
+def _equal(x, y) -> bool:
+    if x.shape != y.shape:
+        return False
+    if sp.issparse(x) or sp.issparse(y):
+        return (_csr(x) != _csr(y)).nnz == 0
+    return bool(np.array_equal(x, y))
 
 
 def _same(a, b) -> bool:
     if type(a) is not type(b) or a.shape != b.shape:
         return False
-    return all(np.array_equal(x, y) for x, y in zip(a.arrays().values(), b.arrays().values())) and getattr(
+    return all(_equal(x, y) for x, y in zip(a.arrays().values(), b.arrays().values())) and getattr(
         a, "src", getattr(a, "level", None)) == getattr(b, "src", getattr(b, "level", None))
 
 
@@ -874,38 +975,42 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
     """Turn the logits Σ M a² + L s + c into groups with coefficient −½ and constants c_k."""
     level = q.level
     layer = res.layers[level]
-    M, L, c = q.M, q.L, q.c
+    M, L, c = _csr(q.M), _dense(q.L), q.c
+    M.eliminate_zeros()
+    M.sort_indices()
     K = M.shape[0]
-    neg = M < 0
-    pos = M > 0
-    if not np.any(pos):
+    if not np.any(M.data > 0):
         kind = "log_joint"
-    elif not np.any(neg):
+    elif not np.any(M.data < 0):
         kind = "squared_distance"
     else:  # mixed signs (e.g. a residual term ‖x−μ‖²/σ² − Σ(vᵀ(x−μ))²/σ²): decide by the overall curvature
-        kind = "log_joint" if float(np.sum(M * np.sum(layer.W**2, axis=1))) < 0 else "squared_distance"
+        kind = "log_joint" if float(np.sum(M @ np.sum(layer.W**2, axis=1))) < 0 else "squared_distance"
     if kind == "log_joint":  # logit_k = Σ M a² + … with M = −s/2
         s = -2.0 * M
     else:  # D²_k = Σ s a² + …, read as logit_k = −½ D²_k
         s, L, c = M, -0.5 * L, -0.5 * c
     Ws, bs, acts, nodes, groups, consts = [], [], [], [], [], []
     for k in range(K):
-        idx = np.flatnonzero(s[k] != 0)
+        idx = s.indices[s.indptr[k]:s.indptr[k + 1]]
+        sk = s.data[s.indptr[k]:s.indptr[k + 1]]
         if idx.size == 0:
             raise UnsupportedModelError(f"component {k} of the head uses no neurons")
         ak = [layer.activations[i] for i in idx]
         ck = float(c[k])
         lk = L[k]
-        if np.any(s[k, idx] < 0):
-            Wk, bk, ck = _quadratic_block(k, layer.W[idx], layer.b[idx], s[k, idx], lk, ck, ak)
+        if np.any(sk < 0):
+            Wk, bk, ck = _quadratic_block(k, layer.W[idx], layer.b[idx], sk, lk, ck, ak)
             ak = ["abs"] * Wk.shape[0]
             res.notes.append(f"component {k}: squared neurons of both signs; read as its quadratic form "
                              f"and re-expressed as {Wk.shape[0]} eigen-neurons")
             nodes_k = ["(quadratic form)"] * Wk.shape[0]
         else:
-            root = np.sqrt(s[k, idx])
-            Wk = layer.W[idx] * root[:, None]
-            bk = layer.b[idx] * root
+            root = np.sqrt(sk)
+            if np.all(root == 1.0) and idx[-1] - idx[0] == idx.size - 1:  # a contiguous block as it stands
+                Wk, bk = layer.W[idx[0]:idx[-1] + 1], layer.b[idx[0]:idx[-1] + 1]
+            else:
+                Wk = layer.W[idx] * root[:, None]
+                bk = layer.b[idx] * root
             nodes_k = [layer.nodes[i] for i in idx]
             if np.any(lk != 0):
                 if any(a != "abs" for a in ak):
@@ -928,7 +1033,7 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
         acts += ak
         nodes += nodes_k
         consts.append(ck)
-    shared = sum(len(g) for g in groups) != len(set(np.flatnonzero(np.any(s != 0, axis=0))))
+    shared = sum(len(g) for g in groups) != np.unique(s.indices).size
     if shared:
         res.notes.append("some neurons belong to several components; they were duplicated per component")
     res.layers[level] = Layer(W=np.concatenate(Ws), b=np.concatenate(bs), activations=acts, nodes=nodes)

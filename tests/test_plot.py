@@ -1,0 +1,254 @@
+"""gmmnet plot: the geometry is right, and every input kind renders a valid image of the stated size."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import onnx.numpy_helper as nh  # noqa: E402
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture  # noqa: E402
+
+import gmmnet  # noqa: E402
+from gmmnet import io, linalg, plot  # noqa: E402
+from gmmnet.cli import main  # noqa: E402
+from gmmnet.errors import DataError, UsageError  # noqa: E402
+from gmmnet.hierarchy import HierarchicalGaussianMixture  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) from the IHDR chunk, after checking the file decodes completely."""
+    data = open(path, "rb").read()
+    assert data[:8] == PNG_MAGIC, "not a PNG"
+    assert data[12:16] == b"IHDR"
+    w, h = struct.unpack(">II", data[16:24])
+    assert data[-8:-4] == b"IEND"
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()  # decodes every pixel: a truncated or corrupt file raises
+        assert im.size == (w, h)
+    return w, h
+
+
+def blobs(seed=0, n=150):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 2)) @ np.array([[2.0, 0.6], [0.0, 0.5]])
+    b = rng.normal(size=(n, 2)) * 0.6 + [4.0, 3.0]
+    return np.vstack([a, b])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """One file of every kind gmmnet reads."""
+    d = tmp_path_factory.mktemp("plot")
+    x = blobs()
+    np.save(d / "x2.npy", x)
+    gmm = GaussianMixture(2, random_state=0).fit(x)
+    io.save_estimator(gmm, d / "g2.skops")
+    io.save_estimator(BayesianGaussianMixture(n_components=3, random_state=0).fit(x), d / "b2.pkl")
+    io.save_ir(gmmnet.from_sklearn(gmm), d / "g2.json")
+    model = gmmnet.to_onnx(gmm, activation="relu", dtype="float64")
+    io.save_onnx(model, d / "g2.onnx")
+    # a 'trained' network: the two neurons of component 1 drifted (scaled by 2 and 0.5)
+    model = gmmnet.to_onnx(gmm, dtype="float64")
+    for init in model.graph.initializer:
+        arr = nh.to_array(init)
+        if arr.shape == (4, 2):  # the neurons' weights (2 components × 2 neurons, 2 features)
+            arr = arr * np.array([[1.0], [1.0], [2.0], [0.5]])
+            init.CopyFrom(nh.from_array(arr, init.name))
+    io.save_onnx(model, d / "trained.onnx")
+    xi = np.random.default_rng(1).normal(size=(120, 16)) + np.repeat([[0.0] * 16, [3.0] * 16], 60, axis=0)
+    np.save(d / "img.npy", xi)
+    io.save_estimator(GaussianMixture(2, random_state=0).fit(xi), d / "img.joblib")
+    h = HierarchicalGaussianMixture("2:full,2:diag", random_state=0).fit(x)
+    io.save_estimator(h, d / "h.pkl")
+    io.save_ir(h.to_ir(), d / "h.json")
+    io.save_onnx(gmmnet.to_onnx(h.to_ir()), d / "h.onnx")  # a deep network: read back as a hierarchy
+    return d
+
+
+def run_cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+# ---------------------------------------------------------------------------
+# geometry
+
+
+def test_neuron_arrow_tips_output_one_and_lines_lie_on_hyperplanes():
+    x = blobs()
+    m = gmmnet.from_sklearn(GaussianMixture(2, random_state=0).fit(x))
+    origin, P = plot.projection(m)
+    assert np.array_equal(P, np.eye(2))
+    for c in m.components:
+        W, b = linalg.neurons(c.mean, c.eigenvectors, c.eigenvalues)
+        segs = plot.neuron_segments(c, origin, P)
+        assert sorted(s[0] for s in segs) == [0, 1]
+        for i, centre, u, half, arrow in segs:
+            assert np.allclose(centre, c.mean, atol=1e-12)
+            assert abs(np.abs(W[i] @ (c.mean + arrow) + b[i]) - 1.0) < 1e-12  # the tip: exactly 1σ
+            assert abs(W[i] @ u) < 1e-12 * np.linalg.norm(W[i])  # the line runs inside the hyperplane
+            # half-length: 2σ of the component along the line
+            sd = np.sqrt(u @ linalg.covariance(c.eigenvectors, c.eigenvalues) @ u)
+            assert half == pytest.approx(2 * sd, rel=1e-12)
+
+
+def test_projection_of_high_dimensional_data_is_its_top_principal_plane():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 5)) * [5.0, 3.0, 1.0, 0.5, 0.1] + 7.0
+    m = gmmnet.from_sklearn(GaussianMixture(2, random_state=0).fit(x))
+    origin, P = plot.projection(m, x)
+    assert np.allclose(P @ P.T, np.eye(2), atol=1e-12)
+    assert np.allclose(origin, x.mean(axis=0))
+    cov = np.cov(x, rowvar=False)
+    top = np.sort(np.linalg.eigvalsh(cov))[::-1][:2]
+    assert np.allclose(np.diag(P @ cov @ P.T), top, rtol=1e-10)
+    # without data: the mixture's own overall covariance (exact formula)
+    o2, P2 = plot.projection(m)
+    mean, mcov = plot.mixture_covariance(m)
+    assert np.allclose(o2, mean)
+    assert np.allclose(np.diag(P2 @ mcov @ P2.T), np.sort(np.linalg.eigvalsh(mcov))[::-1][:2], rtol=1e-10)
+    # the overall covariance of a mixture matches a large sample from it within sampling error
+    gm = GaussianMixture(2, random_state=0).fit(x)
+    sample, _ = gm.sample(200_000)
+    assert np.allclose(mcov, np.cov(sample, rowvar=False), atol=0.05 * np.abs(mcov).max())
+
+
+def test_ellipse_axes_match_the_covariance():
+    cov = np.array([[3.0, 1.0], [1.0, 2.0]])
+    w, h, ang = plot.ellipse_axes(cov)
+    vals = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    assert (w / 2) ** 2 == pytest.approx(vals[0], rel=1e-12) and (h / 2) ** 2 == pytest.approx(vals[1], rel=1e-12)
+    v = np.array([np.cos(np.radians(ang)), np.sin(np.radians(ang))])
+    assert v @ cov @ v == pytest.approx(vals[0], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# rendering every input kind
+
+
+@pytest.mark.parametrize("name, extra, panels", [
+    ("g2.skops", ["--data", "x2.npy"], 2),
+    ("b2.pkl", [], 2),
+    ("g2.json", ["--data", "x2.npy"], 2),
+    ("g2.onnx", [], 3),                        # read back: exact, with diagnostics
+    ("trained.onnx", ["--data", "x2.npy"], 3),
+    ("img.joblib", ["--image-shape", "4x4"], 2),
+    ("h.pkl", ["--data", "x2.npy"], 2),
+    ("h.json", [], 2),
+    ("h.onnx", ["--data", "x2.npy"], 2),
+])
+def test_plot_every_input_kind_writes_a_png_of_the_stated_size(files, name, extra, panels, capsys):
+    out = files / f"{name}.png"
+    extra = [str(files / e) if e.endswith(".npy") else e for e in extra]
+    assert run_cli("plot", files / name, "-o", out, "--force", *extra) == 0
+    assert png_size(out) == (500 * panels, 450)
+    assert f"{500 * panels}x450 px" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, extra", [
+    ("ellipses", ["--data", "img.npy"]),
+    ("images", ["--image-shape", "4x4"]),
+    ("spectrum", []),
+])
+def test_each_kind_and_size_and_dpi(files, kind, extra):
+    out = files / f"kind_{kind}.png"
+    extra = [str(files / e) if e.endswith(".npy") else e for e in extra]
+    assert run_cli("plot", files / "img.joblib", "--kind", kind, "--size", "4x3", "--dpi", "50",
+                   "-o", out, "--force", *extra) == 0
+    assert png_size(out) == (200, 150)
+
+
+def test_diagnostics_panel_flags_the_drifted_component(files):
+    data = np.load(files / "x2.npy")
+    fig = plot.figure(io.load_model(files / "trained.onnx"), data=data, kind="diagnostics")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("faithfulness" in t for t in titles) and any("whitening" in t for t in titles)
+    mixture, _ = plot.as_document(io.load_model(files / "trained.onnx"), data=data)
+    low = [c["low_confidence"] for c in mixture.diagnostics["components"]]
+    bars = fig.axes[0].patches
+    assert len(bars) == len(low) and any(low) and not all(low)
+    red = [tuple(round(v, 3) for v in p.get_facecolor()[:3]) == (0.839, 0.153, 0.157) for p in bars]
+    assert red == low
+
+
+def test_svg_output_is_well_formed_with_the_stated_size(files):
+    out = files / "g2.svg"
+    assert run_cli("plot", files / "g2.skops", "--kind", "spectrum", "--size", "4x3", "-o", out, "--force") == 0
+    root = ET.parse(out).getroot()
+    assert root.tag.endswith("svg")
+    assert (root.get("width"), root.get("height")) == ("288pt", "216pt")  # 72 pt per inch
+
+
+@pytest.mark.parametrize("name", ["h.pkl", "h.onnx"])
+def test_hierarchy_spectrum_has_one_panel_per_level(files, name):
+    fig = plot.figure(io.load_model(files / name), kind="spectrum")
+    assert [ax.get_title() for ax in fig.axes] == ["level 0: eigenvalue spectrum", "level 1: eigenvalue spectrum"]
+
+
+def test_one_dimensional_mixture_plots(tmp_path):
+    x = np.concatenate([np.random.default_rng(0).normal(0, 1, 200), np.random.default_rng(1).normal(5, 1, 200)])
+    m = gmmnet.from_sklearn(GaussianMixture(2, random_state=0).fit(x[:, None]))
+    fig = plot.figure(m, data=x[:, None], kind="ellipses", size=(3, 2), dpi=50)
+    plot.save_figure(fig, tmp_path / "one.png")
+    assert png_size(tmp_path / "one.png") == (150, 100)
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--kind", "images"], 2, "needs an image shape"),
+    (["--image-shape", "3x5"], 2, "has 15 pixels but the model has 16 features"),
+    (["--image-shape", "4by4"], 2, "image shape must look like 8x8"),
+    (["--kind", "diagnostics"], 2, "no recovery diagnostics"),
+    (["--data", "x2.npy"], 8, "expected (n, 16)"),
+    (["--size", "4"], 2, "--size must look like"),
+])
+def test_plot_errors_are_one_line(files, args, code, text, capsys):
+    args = [str(files / a) if a.endswith(".npy") else a for a in args]
+    out = files / "err.png"
+    assert run_cli("plot", files / "img.joblib", "-o", out, *args) == code
+    err = capsys.readouterr().err
+    assert text in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_existing_output_needs_force_and_bad_suffix_is_refused(files, capsys):
+    out = files / "exists.png"
+    out.write_bytes(b"keep")
+    assert run_cli("plot", files / "g2.skops", "-o", out) == 9
+    assert out.read_bytes() == b"keep"
+    assert run_cli("plot", files / "g2.skops", "-o", files / "fig.jpg") == 2
+    assert "unknown figure suffix '.jpg'" in capsys.readouterr().err
+    assert not [p for p in os.listdir(files) if p.endswith(".tmp")]  # atomic writes leave nothing behind
+
+
+def test_data_of_the_wrong_width_is_a_data_error(files):
+    m = gmmnet.from_sklearn(GaussianMixture(2, random_state=0).fit(blobs()))
+    with pytest.raises(DataError, match="expected \\(n, 2\\)"):
+        plot.figure(m, data=np.zeros((5, 3)))
+
+
+def test_missing_matplotlib_is_a_clear_usage_error(monkeypatch):
+    m = gmmnet.from_sklearn(GaussianMixture(2, random_state=0).fit(blobs()))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    with pytest.raises(UsageError, match=r"pip install 'gmmnet\[plot\]'"):
+        plot.figure(m)
+
+
+def test_import_gmmnet_plot_does_not_import_matplotlib():
+    import subprocess
+
+    code = "import sys, gmmnet.plot, gmmnet.cli; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
