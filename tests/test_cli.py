@@ -387,9 +387,14 @@ def test_to_onnx_refuses_a_model_float32_cannot_hold(capsys, tmp_path):
     from mixtures import random_mixture
 
     gio.save_ir(random_mixture(np.random.default_rng(0), 2, 3, scale=1e-100), tmp_path / "tiny.json")
-    code, _, err = call(capsys, "to-onnx", tmp_path / "tiny.json")
+    code, _, err = call(capsys, "to-onnx", tmp_path / "tiny.json", "--compute", "float32")
     assert code == errors.InvalidModelError.exit_code and "outside the float32 range" in err
     assert not (tmp_path / "tiny.onnx").exists()
+    # the default (auto) sees the range and computes in float64 behind the float32 interface
+    code, _, err = call(capsys, "to-onnx", tmp_path / "tiny.json")
+    assert code == 0, err
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "tiny.onnx")).metadata_props}
+    assert meta.get("compute") == "float64"
     for flags in (["--dtype", "float64"], ["--compute", "float64"], ["--eigenvalue-floor", "1e-60"]):
         code, _, err = call(capsys, "to-onnx", tmp_path / "tiny.json", *flags, "--force")
         assert code == 0, (flags, err)

@@ -196,6 +196,15 @@ def test_float32_range_is_checked_not_silently_nan(rng):
     assert np.all(np.isfinite(out["log_likelihood"]))
 
 
+def test_library_to_onnx_refuses_what_its_arithmetic_cannot_hold(rng):
+    mix = random_mixture(rng, 2, 3, scale=1e-100)
+    with pytest.raises(InvalidModelError, match="outside the float32 range"):
+        to_onnx(mix, dtype="float32", compute="float32")
+    # auto computes in float64 here (the float32 error estimate is far past the targets): finite outputs
+    out = run(to_onnx(mix, dtype="float32"), sample(rng, mix, 20).astype(np.float32))
+    assert np.all(np.isfinite(out["log_likelihood"]))
+
+
 def test_float32_bias_overflow_is_checked(rng):
     mix = random_mixture(rng, 1, 2, scale=1e-20)
     far = mix.components[0].model_copy(update={"mean": np.array([1e25, 0.0])})  # |b| = 1e25 / 1e-20

@@ -265,9 +265,15 @@ def _products(p: _Prepared, centering: str, dtype: str) -> np.ndarray:
     return p.memo[key]
 
 
-def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "auto") -> tuple[str, str, str, dict]:
+def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "auto",
+                    mixture=None) -> tuple[str, str, str, dict]:
     """(compute, centering, reason, predictions) for a graph of interface ``dtype``."""
     fixed = centering
+    if compute == "auto" and dtype == "float32" and mixture is not None and not _fits_float32(mixture):
+        # weights/biases overflow float32: the error predictions are meaningless there
+        centering = _choose_centering(p, "float64")[0] if fixed == "auto" else _layout_centering(p.ctype, fixed)
+        return ("float64", centering, "auto: the mixture's numbers do not fit float32 arithmetic",
+                _predict(p, centering, "float64", "float64"))
     if dtype == "float64":
         centering = _choose_centering(p, "float64")[0] if fixed == "auto" else _layout_centering(p.ctype, fixed)
         return "float64", centering, "float64 graph", _predict(p, centering, "float64", "float64")
@@ -291,6 +297,17 @@ def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "au
     return mode, preds[mode][0], reason, preds[mode][1]
 
 
+def _fits_float32(mixture) -> bool:
+    from ...errors import InvalidModelError
+    from ...linalg import check_representable
+
+    try:
+        check_representable(mixture, "float32")
+    except InvalidModelError:
+        return False
+    return True
+
+
 def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto") -> dict:
     """Predicted worst errors of the graph :func:`to_onnx` would write, with the choices made.
 
@@ -304,7 +321,7 @@ def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto") 
     _check_compute(dtype, compute)
     _check_mixture(mixture)
     p = _prepare(mixture)
-    mode, centering, _, pred = _choose_compute(p, dtype, compute)
+    mode, centering, _, pred = _choose_compute(p, dtype, compute, mixture=mixture)
     return {"compute": mode, "centering": centering, **pred}
 
 
@@ -594,8 +611,12 @@ def to_onnx(
     p = _prepare(mixture)
     K, d = p.K, p.d
 
-    mode, _, compute_reason, _ = _choose_compute(p, dtype, compute, centering)
+    mode, _, compute_reason, _ = _choose_compute(p, dtype, compute, centering, mixture)
     layer_dtype, head_dtype = _layer_head(dtype, mode)
+    # refuse numbers the graph's arithmetic cannot hold (they would come out as NaN/inf)
+    from ...linalg import check_representable
+
+    check_representable(mixture, layer_dtype)
     requested = centering
     if centering == "auto":
         used, reason, ests = _choose_centering(p, layer_dtype)
