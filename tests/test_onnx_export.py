@@ -238,8 +238,6 @@ def test_reference_choice_on_raw_data():
 )
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 def test_sizes(rng, k, d, covariance_type):
-    if (k, d) == (64, 128) and covariance_type in ("diag", "spherical"):
-        pytest.skip("covered by full/tied at this size")
     mix = random_mixture(rng, k, d, covariance_type, spread=3.0, cond=10.0)
     x = sample(rng, mix, 150)
     for dtype in ("float32", "float64"):
