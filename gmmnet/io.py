@@ -1259,28 +1259,29 @@ def _finish_data(x: np.ndarray, source: str, n_features: int | None) -> np.ndarr
     return x
 
 
-def _npy_header_dtype(path: PathLike, source: str) -> np.dtype:
-    """The dtype in a .npy header (read before numpy maps the data)."""
+def read_npy_header(path: PathLike, source: str) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) from a .npy header, read before numpy maps the data."""
     from numpy.lib import format as npy_format
 
     try:
         with open(path, "rb") as f:
             if f.read(6) != b"\x93NUMPY":
-                        raise InputFileError(f"cannot load {source}: not a .npy file (no NumPy header)")
+                raise InputFileError(f"cannot load {source}: not a .npy file (no NumPy header)")
             f.seek(0)
             version = npy_format.read_magic(f)
             read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-            _, _, dtype = read_header(f)
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
     except GmmnetError:
         raise
     except (ValueError, TypeError, OSError, EOFError, SyntaxError, MemoryError, UnicodeError, tokenize.TokenError) as exc:
         raise InputFileError(f"cannot load {source}: not a valid .npy file ({_problem(exc)})") from None
-    return dtype
+    return shape, fortran, dtype, offset
 
 
 def _load_npy(path: PathLike, source: str) -> np.ndarray:
     _check_readable(path)
-    if _npy_header_dtype(path, source).hasobject:
+    if read_npy_header(path, source)[2].hasobject:
         raise UnsafeFileError(f"refusing to load Python objects from {source}: only numeric arrays are allowed")
     try:
         x = np.load(path, allow_pickle=False, mmap_mode="r")

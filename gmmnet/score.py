@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import DataError, GmmnetError, InputFileError, UnsafeFileError, UsageError
+from .errors import DataError, InputFileError, UnsafeFileError, UsageError
 
 __all__ = [
     "ALIGN",
@@ -260,21 +260,9 @@ class _NpySource(_Source):
     def __init__(self, path):
         self.name = _name(path)
         _check_file(path, self.name)
-        from numpy.lib import format as npy_format
+        from .io import read_npy_header
 
-        try:
-            with open(path, "rb") as f:
-                if f.read(6) != b"\x93NUMPY":
-                    raise InputFileError(f"cannot load {self.name}: not a .npy file (no NumPy header)")
-                f.seek(0)
-                version = npy_format.read_magic(f)
-                reader = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-                shape, fortran, dtype = reader(f)
-                self._data_offset = f.tell()
-        except GmmnetError:
-            raise
-        except Exception as exc:  # numpy raises ValueError, SyntaxError, EOFError… on bad headers
-            raise InputFileError(f"cannot load {self.name}: not a valid .npy file ({type(exc).__name__}: {exc})") from None
+        shape, fortran, dtype, self._data_offset = read_npy_header(path, self.name)
         if dtype.hasobject:
             raise UnsafeFileError(f"refusing to load Python objects from {self.name}: only numeric arrays are allowed")
         if dtype.kind not in "biuf" or dtype.fields is not None:

@@ -278,7 +278,6 @@ def to_onnx(
     h = "X"
     # the input of level ℓ as a vector of m entries: entry j carries feature feat[j] of the level below
     feat = np.arange(preps[0].d)
-    extra_sq = np.zeros(0)  # residual centre correction for ReLU inputs (‖[μ; μ]‖² counts μ twice)
     for lv, p in enumerate(preps):
         pre = f"level{lv}"
         K = p.K
