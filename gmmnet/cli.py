@@ -103,9 +103,16 @@ def cmd_to_onnx(args) -> int:
         outputs += tuple(o for o in level_outputs(len(mixture.levels)) if o not in outputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrecisionWarning)
+        variant = {}  # the paper's variants go through the deep exporter; compute applies to plain mixtures
+        if args.activation == "shifted_relu":
+            variant["delta"] = args.delta
+        if args.intensity:
+            variant.update(intensity=args.intensity, intensity_c=args.intensity_c)
+        if mixture.kind == "mixture" and not variant:
+            variant["compute"] = args.compute
         model = to_onnx(
             mixture, activation=args.activation, dtype=args.dtype, opset=args.opset, outputs=outputs, centering=args.centering,
-            **({"compute": args.compute} if mixture.kind == "mixture" else {}),
+            **variant,
         )
     # never write a graph that would output NaN/inf: check the range of the arithmetic it does
     computes64 = any(p.key == "compute" and p.value == "float64" for p in model.metadata_props)
@@ -475,8 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Linear→Abs per level (docs/hierarchy.md).")
     t.add_argument("model", help="fitted mixture: .pkl, .joblib, .skops (loaded safely) or IR .json")
     t.add_argument("-o", "--output", help="output .onnx (default: MODEL with .onnx)")
-    t.add_argument("--activation", choices=("abs", "relu"), default="abs",
-                   help="abs, or relu with exact paired neurons |z| = relu(z)+relu(−z) (default: abs)")
+    t.add_argument("--activation", choices=("abs", "relu", "shifted_relu"), default="abs",
+                   help="abs, or relu with exact paired neurons |z| = relu(z)+relu(−z) (default: abs); "
+                        "shifted_relu is the paper's intensity network relu(−z+δ), approximate (docs/hierarchy.md)")
+    t.add_argument("--delta", type=float, default=3.0,
+                   help="δ of --activation shifted_relu, in standard deviations (default: 3.0)")
+    t.add_argument("--intensity", choices=("gauss", "laplace", "triangle"),
+                   help="turn the distances output a into exp(−a²), exp(−a) or relu(c − a) (paper §4.3)")
+    t.add_argument("--intensity-c", type=float, default=3.0, help="c of --intensity triangle (default: 3.0)")
     t.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="graph precision (default: float32)")
     t.add_argument("--opset", type=int, default=17, help="ONNX opset, 13–21 (default: 17)")
     t.add_argument("--outputs", nargs="+", choices=OUTPUT_CHOICES, metavar="NAME",

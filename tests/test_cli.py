@@ -413,3 +413,26 @@ def test_to_onnx_routes_a_hierarchy_estimator(capsys, tmp_path, fitted):
     np.testing.assert_allclose(ll, h.score_samples(x), rtol=1e-8)
     code, _, err = call(capsys, "to-onnx", tmp_path / "h.skops", "-o", tmp_path / "f.onnx", "--eigenvalue-floor", "10")
     assert code == 0 and "raised" in err
+
+
+def test_to_onnx_paper_variants(capsys, tmp_path, fitted):
+    """--activation shifted_relu (paper eq. 10) and --intensity heads reach the deep exporter."""
+    est, x = fitted
+    gio.save_estimator(est, tmp_path / "g.skops")
+    out = tmp_path / "s.onnx"
+    code, _, err = call(capsys, "to-onnx", tmp_path / "g.skops", "-o", out, "--activation", "shifted_relu",
+                        "--delta", "50", "--dtype", "float64")
+    assert code == 0, err
+    model = onnx.load(str(out))
+    assert "Relu" in {n.op_type for n in model.graph.node}
+    assert any("shifted" in p.value for p in model.metadata_props)
+    # with δ far beyond every pre-activation, the shifted network is the exact model
+    np.testing.assert_allclose(run(model, x)["log_likelihood"], est.score_samples(x), rtol=1e-8)
+    code, _, err = call(capsys, "to-onnx", tmp_path / "g.skops", "-o", tmp_path / "i.onnx", "--intensity", "gauss",
+                        "--outputs", "distances", "--dtype", "float64")
+    assert code == 0, err
+    got = run(onnx.load(str(tmp_path / "i.onnx")), x)["distances"]
+    from gmmnet.formats.onnx import to_onnx
+
+    plain = run(to_onnx(from_sklearn(est), dtype="float64", outputs=("distances",)), x)["distances"]
+    np.testing.assert_allclose(got, np.exp(-plain**2), rtol=1e-10, atol=1e-300)
