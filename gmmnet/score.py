@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import DataError, InputFileError, UnsafeFileError, UsageError
+from .io import _parse_number
 
 __all__ = [
     "ALIGN",
@@ -403,16 +404,6 @@ def _split(text: str, name: str, lineno: int) -> list[str]:
     except csv.Error as exc:
         raise InputFileError(f"cannot load {name}: malformed CSV on line {lineno} ({exc})") from None
     return rows[0] if rows else []
-
-
-def _parse_number(cell: str) -> float | None:
-    text = cell.strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 class _ParquetSource(_Source):

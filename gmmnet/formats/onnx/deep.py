@@ -40,7 +40,7 @@ import numpy as np
 
 from ... import linalg
 from ...errors import UnsupportedModelError, UsageError
-from .export import DEFAULT_OUTPUTS, DTYPES, MAX_OPSET, MIN_OPSET, OUTPUTS, _Graph, _rounder
+from .export import DEFAULT_OUTPUTS, DTYPES, OUTPUTS, _Graph, _rounder, check_opset, check_outputs
 
 __all__ = ["ACTIVATIONS", "CENTERINGS", "INTENSITIES", "from_onnx", "is_deep", "level_outputs", "to_onnx"]
 
@@ -129,29 +129,14 @@ def _check(levels, activation, dtype, opset, outputs, centering, delta, intensit
         raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if centering not in CENTERINGS + ("global",):
         raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= MAX_OPSET:
-        raise UsageError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+    check_opset(opset)
     if not (isinstance(delta, (int, float)) and not isinstance(delta, bool) and math.isfinite(delta) and delta > 0):
         raise UsageError(f"delta must be a finite number > 0 (standard deviations), got {delta!r}")
     if intensity not in INTENSITIES:
         raise UsageError(f"intensity must be one of {', '.join(str(i) for i in INTENSITIES)}, got {intensity!r}")
     if not (isinstance(intensity_c, (int, float)) and math.isfinite(intensity_c) and intensity_c > 0):
         raise UsageError(f"intensity_c must be a finite number > 0, got {intensity_c!r}")
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    try:
-        outputs = tuple(outputs)
-    except TypeError:
-        raise UsageError(f"outputs must be a sequence of names from {OUTPUTS}") from None
-    allowed = OUTPUTS + level_outputs(len(levels), _LEVEL_KINDS)
-    unknown = [o for o in outputs if o not in allowed]
-    if unknown:
-        raise UsageError(f"unknown output {unknown[0]!r}; choose from {', '.join(allowed)}")
-    if not outputs:
-        raise UsageError(f"outputs must name at least one of {', '.join(OUTPUTS)}")
-    if len(set(outputs)) != len(outputs):
-        raise UsageError(f"outputs has duplicates: {list(outputs)}")
-    return outputs
+    return check_outputs(outputs, OUTPUTS + level_outputs(len(levels), _LEVEL_KINDS))
 
 
 # ---------------------------------------------------------------------------

@@ -538,17 +538,26 @@ def _check_options(activation, dtype, opset, outputs, centering, compute="auto")
     if centering not in CENTERINGS:
         raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
     _check_compute(dtype, compute)
+    check_opset(opset)
+    return check_outputs(outputs)
+
+
+def check_opset(opset) -> None:
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise UsageError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+
+
+def check_outputs(outputs, allowed: tuple[str, ...] = OUTPUTS) -> tuple[str, ...]:
+    """The requested output names as a tuple: known (in ``allowed``), at least one, no duplicates."""
     if isinstance(outputs, str):
         outputs = (outputs,)
     try:
         outputs = tuple(outputs)
     except TypeError:
         raise UsageError(f"outputs must be a sequence of names from {OUTPUTS}") from None
-    unknown = [o for o in outputs if o not in OUTPUTS]
+    unknown = [o for o in outputs if o not in allowed]
     if unknown:
-        raise UsageError(f"unknown output {unknown[0]!r}; choose from {', '.join(OUTPUTS)}")
+        raise UsageError(f"unknown output {unknown[0]!r}; choose from {', '.join(allowed)}")
     if not outputs:
         raise UsageError(f"outputs must name at least one of {', '.join(OUTPUTS)}")
     if len(set(outputs)) != len(outputs):
