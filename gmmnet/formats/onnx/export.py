@@ -143,6 +143,16 @@ def _rounder(dtype: str):
     return lambda a: np.asarray(a, dtype=np.float64).astype(np_dtype).astype(np.float64)
 
 
+def _centre_input(g, p, x, centering: str):
+    """(graph input, component means relative to it): with "global", x − the mixture's mean first."""
+    if centering != "global":
+        return x, p.means
+    mbar = _global_centre(p, g.dtype)
+    x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
+               "layer0/center", "x - global centre")
+    return x, p.means - mbar
+
+
 def _global_centre(p: _Prepared, dtype: str) -> np.ndarray:
     """The mixture's overall mean Σ π_k μ_k, rounded to the graph dtype (used exactly afterwards)."""
     return _rounder(dtype)(p.weights @ p.means)
@@ -477,13 +487,7 @@ def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str, x: st
                                              + ("w_0..w_{d-1}, then -w_0..-w_{d-1})" if relu else "w_i = lambda_i^-1/2 v_i)"))],
                        "layer0/linear", "(x - mu_k) W^T: (N, K, R); " + neurons)
             return z, "nkr"
-        if centering == "global":
-            mbar = _global_centre(p, g.dtype)
-            x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
-                       "layer0/center", "x - global centre")
-            offs = p.means - mbar
-        else:
-            offs = p.means
+        x, offs = _centre_input(g, p, x, centering)
         b = -(offs @ W0.T)  # (K, d), float64 from the rounded weights
         y = g.node("Gemm", [x, g.const("layer0/W", Wp, "shared whitening rows: " + (
             "rows 0..d-1 = w_i, rows d..2d-1 = -w_i" if relu else "row i = w_i = lambda_i^-1/2 v_i"))],
@@ -506,13 +510,7 @@ def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str, x: st
                                 f"layer0/c{k}/linear", f"W_{k} (x - mu_{k})", transB=1))
         z = g.node("Concat", parts, "layer0/linear", "(N, K*R), " + layout_doc_rows + "; " + neurons, axis=1)
         return z, "flat"
-    if centering == "global":
-        mbar = _global_centre(p, g.dtype)
-        x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
-                   "layer0/center", "x - global centre")
-        offs = p.means - mbar
-    else:
-        offs = p.means
+    x, offs = _centre_input(g, p, x, centering)
     b = -np.einsum("kij,kj->ki", W, offs)  # (K, r), float64 from the rounded weights
     bias = np.concatenate([pair(b[k], 0) for k in range(K)])
     z = g.node("Gemm", [x, g.const("layer0/W", rows, "neuron weights, " + layout_doc_rows),
