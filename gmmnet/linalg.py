@@ -142,6 +142,26 @@ def responsibilities(mixture, x: np.ndarray) -> np.ndarray:
     return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
 
 
+
+def sample(mixture, n_rows: int, seed: int = 0) -> np.ndarray:
+    """``n_rows`` points drawn from the mixture (float64), split evenly over the components (≥ 1 each).
+
+    Every component is sampled, whatever its weight: these rows probe the bulk of each Gaussian
+    (used to measure a graph's rounding error), not the mixture's density.
+    """
+    rng = np.random.default_rng(seed)
+    K = mixture.n_components
+    per = max(1, int(n_rows) // K)
+    blocks = []
+    for c in mixture.components:
+        z = rng.standard_normal((per, c.rank)) * np.sqrt(c.eigenvalues)
+        x = c.mean + z @ c.eigenvectors
+        if c.residual_variance is not None:  # the discarded directions: isotropic σ²
+            e = rng.standard_normal((per, c.n_features)) * np.sqrt(c.residual_variance)
+            x = x + e - (e @ c.eigenvectors.T) @ c.eigenvectors
+        blocks.append(x)
+    return np.concatenate(blocks)
+
 # ---------------------------------------------------------------------------
 # Degenerate models: an explicit eigenvalue floor, and the range a graph's dtype can hold
 

@@ -40,8 +40,8 @@ def setup():
 
 @pytest.fixture(scope="module")
 def client():
-    # two workers of one thread each; threads (not processes) keep the start-up to a fraction of a second
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+    # two worker processes of one thread each (about 1 s to start on a quiet machine)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as c:
         yield c
 
@@ -55,19 +55,24 @@ def test_dask_array_equals_single_process_bit_for_bit(setup, client, model):
     X = setup["X"]
     ref = score(setup[model], X)
     x = da.from_array(X, chunks=((37, 1000, 0, 663, 400), (3, 4)))  # ragged rows, an empty block, split columns
+    counts = lambda: client.run(lambda: gd.SESSIONS_CREATED)  # noqa: E731  (per worker process)
+    start = counts()
     lazy = gd.score_dask(setup[model], x)
     assert set(lazy) == set(ref)
     (out,) = dask.compute(lazy)
     for k in ref:
         assert same(out[k], ref[k]), k
     assert out["label"][1000] == -1 and np.isnan(out["log_likelihood"][5])
-    # one session per worker: the cached scorer is built once per process, whatever the block count
-    created = client.run(lambda: gd.SESSIONS_CREATED)
-    assert len(created) == 2 and set(created.values()) == {gd.SESSIONS_CREATED}
-    before = gd.SESSIONS_CREATED
-    dask.compute(gd.score_array(setup[model], x, outputs=["log_likelihood"]))
-    dask.compute(gd.score_array(setup[model], x, outputs=["log_likelihood"]))
-    assert gd.SESSIONS_CREATED == before + 1  # a new (model, outputs) pair: one more, once
+    # one session per worker: the cached scorer is built at most once per process, whatever the block count
+    mid = counts()
+    assert len(mid) == 2
+    grew = [mid[w] - start[w] for w in mid]
+    assert max(grew) <= 1 and sum(grew) >= 1, grew
+    for _ in range(2):
+        dask.compute(gd.score_array(setup[model], x, outputs=["log_likelihood"]))
+    end = counts()
+    grew = [end[w] - mid[w] for w in end]
+    assert max(grew) <= 1 and sum(grew) >= 1, grew  # a new (model, outputs) pair: at most one more per worker
 
 
 def test_dask_dataframe_equals_single_process_bit_for_bit(setup, client):

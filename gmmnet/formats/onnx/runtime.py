@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import DataError, InputFileError
 
-__all__ = ["run", "session"]
+__all__ = ["measured_errors", "run", "session"]
 
 _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
@@ -75,3 +75,29 @@ def run(model, X, outputs=None) -> dict[str, np.ndarray]:
         names = outputs
     values = sess.run(names, {inp.name: x})
     return dict(zip(names, values))
+
+
+def measured_errors(candidate, reference, X) -> dict[str, float]:
+    """Worst errors of ``candidate`` against ``reference`` on the rows ``X`` (both run on onnxruntime).
+
+    Returns ``{"log_likelihood": max |Δ|/(1+|ref|), "responsibilities": max |Δ|}`` over the
+    outputs both graphs have (rows whose reference is not finite are skipped).  Used by
+    ``compute="auto"``: the reference is the same model computed in float64.
+    """
+    names = [n for n in ("log_likelihood", "responsibilities")
+             if n in {o.name for o in candidate.graph.output} and n in {o.name for o in reference.graph.output}]
+    got, ref = run(candidate, X, names), run(reference, X, names)
+    out = {}
+    for n in names:
+        r = ref[n].astype(np.float64)
+        g = got[n].astype(np.float64)
+        ok = np.all(np.isfinite(r.reshape(r.shape[0], -1)), axis=1)
+        if not np.any(ok):
+            out[n] = 0.0
+            continue
+        diff = np.abs(g[ok] - r[ok])
+        if n == "log_likelihood":
+            diff = diff / (1.0 + np.abs(r[ok]))
+        worst = float(np.max(diff)) if diff.size else 0.0
+        out[n] = worst if np.isfinite(worst) else float("inf")
+    return out
