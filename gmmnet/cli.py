@@ -103,13 +103,16 @@ def cmd_to_onnx(args) -> int:
         outputs += tuple(o for o in level_outputs(len(mixture.levels)) if o not in outputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrecisionWarning)
-        variant = {}  # the paper's variants go through the deep exporter; compute applies to plain mixtures
+        variant = {"compute": args.compute}  # both exporters take it (deep: auto, float32, float64)
         if args.activation == "shifted_relu":
             variant["delta"] = args.delta
         if args.intensity:
             variant.update(intensity=args.intensity, intensity_c=args.intensity_c)
-        if mixture.kind == "mixture" and not variant:
-            variant["compute"] = args.compute
+        if args.layout != "neurons":  # the quadratic layout is the single-mixture exporter's
+            if mixture.kind != "mixture" or args.activation == "shifted_relu" or args.intensity:
+                raise UsageError(f"--layout {args.layout} is for a single diag/spherical mixture, not with a hierarchy, "
+                                 "--activation shifted_relu or --intensity")
+            variant["layout"] = args.layout
         model = to_onnx(
             mixture, activation=args.activation, dtype=args.dtype, opset=args.opset, outputs=outputs, centering=args.centering,
             **variant,
@@ -120,6 +123,8 @@ def cmd_to_onnx(args) -> int:
     io.save_onnx(model, out, force=args.force, inputs=(args.model,))
     levels = mixture.levels if mixture.kind == "hierarchy" else [mixture]
     shape = " -> ".join(f"{m.n_components} components, {sum(c.rank for c in m.components)} neurons" for m in levels)
+    if args.layout == "quadratic":  # no neuron layer (but the distances branch's)
+        shape = f"{mixture.n_components} components, quadratic layout (float64 inside)"
     print(f"wrote {out}: {shape}{f' ({len(levels)} levels)' if len(levels) > 1 else ''}, "
           f"activation={args.activation}, dtype={args.dtype}, opset={args.opset}")
     for w in caught:
@@ -500,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compute", choices=("auto", "float32", "mixed", "float64"), default="auto",
                    help="arithmetic inside a float32 graph (input and outputs stay float32): auto = float64 where "
                         "float32 would miss the accuracy targets, else float32 (default: auto)")
+    t.add_argument("--layout", choices=("neurons", "quadratic"), default="neurons",
+                   help="neurons: the Abs network (default); quadratic: diag/spherical mixtures only, D² as one "
+                        "expanded product in float64 inside, the fast layout (docs/onnx-graph.md#layouts)")
     t.add_argument("--level-outputs", action="store_true",
                    help="hierarchies: also output level{i}_responsibilities for every level, which carries the "
                         "lower levels' component weights so that to-gmm gives the whole hierarchy back exactly")

@@ -97,6 +97,12 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
     """
     from .formats.onnx.read import read_layers
 
+    if groups is None and n_components is None:
+        from .formats.onnx.deep import from_onnx as from_deep, truncated_mixture_graph
+
+        deep = truncated_mixture_graph(model_or_path)
+        if deep is not None:  # gmmnet's K·r-neuron graph of a truncated mixture: give rank r and σ² back
+            return from_deep(deep, data=data)
     net = read_layers(model_or_path)
     source = "onnx"
     if isinstance(model_or_path, (str, os.PathLike)):

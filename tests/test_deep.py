@@ -16,8 +16,9 @@ from gmmnet.hierarchy import HierarchicalGaussianMixture, fit_model
 from gmmnet.ir import Hierarchy, Mixture
 
 HGM = HierarchicalGaussianMixture
-#: (relative log-likelihood, responsibilities) tolerances of the exported graph against the estimator
-TOL = {"float64": (1e-10, 1e-10), "float32": (2e-5, 5e-5)}
+#: (relative log-likelihood, responsibilities) tolerances of the exported graph against the estimator: the core
+#: issue's targets (float32 graphs use compute="auto", which computes in float64 where float32 would miss them)
+TOL = {"float64": (1e-10, 1e-10), "float32": (2e-6, 1e-6)}
 ALL_OUT = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
 
 
@@ -62,7 +63,8 @@ def test_export_matches_estimator(models, digits, which, activation, dtype):
     m = to_onnx(h.to_ir(), activation=activation, dtype=dtype, outputs=outs)
     got = _check_graph(m, h, digits, dtype)
     xr = digits.astype(dtype).astype(np.float64)
-    tol = 1e-9 if dtype == "float64" else 2e-3  # float32: whitening of the hidden levels amplifies rounding
+    tol = 1e-9 if dtype == "float64" else 1e-6  # float32 interface, float64 arithmetic (compute="auto" here)
+    assert {p.key: p.value for p in m.metadata_props}["compute"] == "float64"
     assert _rel(got["distances"], h.transform(xr)) <= tol
     assert _rel(got["mahalanobis"] ** 2, linalg.mahalanobis_sq(h.levels_[-1], h._features(xr, n - 1))) <= tol
     for i, lvl in enumerate(h.levels_):
@@ -239,12 +241,10 @@ def test_round_trip_float32(models, digits):
     _same_ir(h.to_ir(), back, 1e-4)
 
 
-@pytest.mark.parametrize("level_heads", [False, True])
-def test_truncated_levels_are_refused(models, level_heads):
-    """Reading rank-truncated levels back is not supported: a one-line UnsupportedModelError, not a wrong model."""
-    outs = ("log_likelihood",) + (deep.level_outputs(2) if level_heads else ())
-    with pytest.raises(UnsupportedModelError):
-        deep.from_onnx(to_onnx(models["trunc"], dtype="float64", outputs=outs))
+def test_truncated_lower_level_without_its_head_is_refused(models):
+    """σ² of a truncated lower level is only in its head: without it, a one-line UnsupportedModelError, not a wrong model."""
+    with pytest.raises(UnsupportedModelError, match="level0_responsibilities"):
+        deep.from_onnx(to_onnx(models["trunc"], dtype="float64", outputs=("log_likelihood",)))
 
 
 def test_truncated_top_level_round_trip(digits):

@@ -453,7 +453,6 @@ def test_torch_export_sequential_linear_abs(rng, activation):
     model = _torch_export(module, d)
     assert [n.op_type for n in model.graph.node] == ["Gemm", "Abs" if activation == "abs" else "Relu"]
     rec, report = from_onnx(model, groups=groups)
-    x = sample(rng, mix, 200)
     np.testing.assert_allclose(rec.means, mix.means, rtol=1e-9, atol=1e-9)
     assert rel(covs(rec), covs(mix)) < 1e-9
     assert report["exact"] and report["grouping"] == "explicit"

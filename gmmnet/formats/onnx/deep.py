@@ -27,22 +27,28 @@ Linear).  ‖h − μ_k‖² is computed per component in the centred form where
 per component, else around the level's mean m as ‖h − m‖² − 2(μ_k − m)ᵀ(h − m) + ‖μ_k − m‖²
 (one MatMul: this is where truncation buys its speed).
 
-The reverse, :func:`from_onnx`, reads any deep graph with :func:`gmmnet.formats.onnx.read.read_layers`
-and rebuilds one mixture per neuron level.
+``compute`` ("auto" | "float32" | "float64") chooses the arithmetic behind a float32 interface;
+"auto" measures the float32 graph against the float64-compute one on rows drawn from level 0.
+
+The reverse, :func:`from_onnx`, reads any deep graph with :func:`gmmnet.formats.onnx.read.read_layers`'
+walk and rebuilds one mixture per neuron level, truncated levels included (from their heads).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from ... import linalg
 from ...errors import UnsupportedModelError, UsageError
-from .export import DEFAULT_OUTPUTS, DTYPES, OUTPUTS, _Graph, _rounder, check_opset, check_outputs
+from .export import (COMPUTES, DEFAULT_OUTPUTS, DTYPES, LL_TARGET, OUTPUTS, RESP_TARGET, _Graph, _rounder, check_opset,
+                     check_outputs)
 
-__all__ = ["ACTIVATIONS", "CENTERINGS", "INTENSITIES", "from_onnx", "is_deep", "level_outputs", "to_onnx"]
+__all__ = ["ACTIVATIONS", "CENTERINGS", "INTENSITIES", "from_onnx", "is_deep", "level_outputs", "to_onnx",
+           "truncated_mixture_graph"]
 
 ACTIVATIONS = ("abs", "relu", "shifted_relu")
 CENTERINGS = ("auto", "none", "component")
@@ -203,6 +209,7 @@ def to_onnx(
     delta: float = 3.0,
     intensity: str | None = None,
     intensity_c: float = 3.0,
+    compute: str = "auto",
 ):
     """Export a :class:`~gmmnet.ir.Hierarchy` (or a Mixture, as one level) as a deep ONNX network.
 
@@ -234,23 +241,121 @@ def to_onnx(
         ``relu(intensity_c − a)`` (paper §4.3).
     intensity_c : float
         c of the ``"triangle"`` intensity.
+    compute : {"auto", "float32", "float64"}
+        Arithmetic inside a float32 graph, whose input and outputs stay float32: ``"float32"``
+        throughout, or ``"float64"`` (X is cast to double first, the float outputs cast back).
+        ``"auto"`` builds the float32 graph, measures it against the float64-compute graph on rows
+        drawn from level 0 (:func:`gmmnet.linalg.sample`) and keeps float32 only when both measured
+        errors are at most half the targets (log-likelihood max |Δ|/(1+|ref|) ≤ 1e-6,
+        responsibilities max |Δ| ≤ 5e-7); the choice, its reason and the measured errors are in
+        ``metadata_props`` (``compute``, ``compute_reason``, ``measured_float32_error_*``).
+        ``"mixed"`` is taken as ``"float64"``.  A float64 graph computes in float64.
 
     Returns
     -------
     onnx.ModelProto
         Input ``X`` (batch, n_features); checked with ``onnx.checker.check_model(full_check=True)``.
     """
+    levels, kind = _levels_of(model)
+    outputs = _check(levels, activation, dtype, opset, outputs, centering, delta, intensity, intensity_c)
+    if compute not in COMPUTES:
+        raise UsageError(f"compute must be one of {COMPUTES}, got {compute!r}")
+    if dtype == "float64" and compute not in ("auto", "float64"):
+        raise UsageError(f"compute={compute!r} needs dtype='float32'; a float64 graph computes in float64")
+    opts = dict(activation=activation, dtype=dtype, opset=int(opset), centering=centering, delta=float(delta),
+                intensity=intensity, intensity_c=float(intensity_c),
+                source=(model.provenance.source if hasattr(model, "provenance") else type(model).__name__))
+    measured, built = None, {}
+    preps = [_prepare(mix) for mix in levels]
+    if dtype == "float64":
+        mode, reason = "float64", "float64 graph"
+    elif compute == "float32":
+        mode, reason = "float32", "requested 'float32'"
+    elif compute in ("float64", "mixed"):  # mixed (float64 head only) buys little here: the levels' rounding dominates
+        mode = "float64"
+        reason = f"requested {compute!r}" + ("; deep graphs compute all of it in float64" if compute == "mixed" else "")
+    else:
+        mode, reason, measured, built = _choose_compute(levels, kind, opts, preps, outputs)
+    m = built.get(mode)
+    if m is None:
+        m = _build(levels, kind, outputs, compute=mode, preps=preps, check=False, **opts)
+    meta = {"compute": mode, "compute_requested": compute, "compute_reason": reason}
+    if measured is not None:
+        meta["measured_float32_error_log_likelihood"] = f"{measured['log_likelihood']:.3e}"
+        meta["measured_float32_error_responsibilities"] = f"{measured['responsibilities']:.3e}"
+    for key, value in meta.items():
+        e = m.metadata_props.add()
+        e.key, e.value = key, value
+    m.doc_string += f" Compute: {mode} ({reason})."
+    import onnx
+
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+#: Work (rows × multiply-adds per row) of compute="auto"'s measurement, and its row limits.
+_MEASURE_WORK = 5e7
+_MEASURE_ROWS = (64, 2000)
+
+
+def _cost_per_row(levels, relu: bool) -> float:
+    cost, m_in = 0.0, levels[0].n_features
+    for mix in levels:
+        n = sum(c.rank for c in mix.components) * (2 if relu else 1)
+        trunc = any(c.rank < c.n_features for c in mix.components)
+        cost += n * m_in + (mix.n_components * m_in if trunc else 0) + n * mix.n_components
+        m_in = n
+    return cost
+
+
+def _choose_compute(levels, kind, opts, preps, outputs):
+    """compute="auto" for a float32 graph: float32 if its measured errors are ≤ half the targets, else float64.
+
+    The float32 candidate and the same graph computed in float64 run on rows drawn from level 0
+    (:func:`gmmnet.linalg.sample`, every component sampled); rows × per-row work is bounded by
+    ``_MEASURE_WORK``, so the runs stay short even for a big hierarchy: what remains is building
+    and loading the two graphs (when the requested outputs include log_likelihood and
+    responsibilities, the chosen one is returned as is, not built a third time).
+    """
+    from ...errors import InvalidModelError
+    from .runtime import measured_errors
+
+    for mix in levels:
+        try:
+            linalg.check_representable(mix, "float32")
+        except InvalidModelError:
+            return "float64", "auto: the model's numbers do not fit float32 arithmetic", None, {}
+    # the requested graph itself when it has both outputs (the chosen one is returned, not built again)
+    probe = outputs if {"log_likelihood", "responsibilities"} <= set(outputs) else ("log_likelihood", "responsibilities")
+    cand = _build(levels, kind, probe, compute="float32", preps=preps, check=False, **opts)
+    ref = _build(levels, kind, probe, compute="float64", preps=preps, check=False, **opts)
+    lo, hi = _MEASURE_ROWS
+    work = _cost_per_row(levels, opts["activation"] == "relu")
+    n_rows = int(min(hi, max(lo, levels[0].n_components, _MEASURE_WORK // work)))
+    x = linalg.sample(levels[0], n_rows, seed=0).astype(np.float32)
+    err = measured_errors(cand, ref, x)
+    ll, resp = err.get("log_likelihood", 0.0), err.get("responsibilities", 0.0)
+    ok = ll <= LL_TARGET / 2 and resp <= RESP_TARGET / 2
+    reason = (f"auto: float32 if its measured errors against float64 compute on {x.shape[0]} rows drawn from level 0 "
+              f"are <= half the targets (ll {LL_TARGET / 2:.0e}, resp {RESP_TARGET / 2:.0e}); "
+              f"float32 measured ll {ll:.1e}, resp {resp:.1e}")
+    built = {"float32": cand, "float64": ref} if probe is outputs else {}
+    return ("float32" if ok else "float64"), reason, {"log_likelihood": ll, "responsibilities": resp}, built
+
+
+def _build(levels, kind, outputs, *, activation, dtype, opset, centering, delta, intensity, intensity_c, source,
+           compute, preps=None, check=True):
+    """The deep graph of interface ``dtype`` whose arithmetic is ``compute`` (float64 behind Casts when they differ)."""
     import onnx
 
     from ... import __version__
 
-    levels, kind = _levels_of(model)
-    outputs = _check(levels, activation, dtype, opset, outputs, centering, delta, intensity, intensity_c)
-    opset = int(opset)
+    interface = dtype
+    dtype = "float64" if compute == "float64" else interface  # the arithmetic's dtype from here on
     requested = centering
     if centering == "global":
         centering = "none"
-    preps = [_prepare(m) for m in levels]
+    preps = preps if preps is not None else [_prepare(m) for m in levels]
     n_lv = len(preps)
     top = n_lv - 1
     want = set(outputs)
@@ -267,7 +372,8 @@ def to_onnx(
         pre = f"level{lv}"
         K = p.K
         # rows of this level over its input vector: the next Linear absorbs the ReLU pairing
-        Wg = p.W[:, feat]  # (n, m)
+        # (n, m); no copy when the level below is Abs (feat = identity): big levels hold 10⁷⁺ weights
+        Wg = p.W if feat.size == p.W.shape[1] and np.array_equal(feat, np.arange(feat.size)) else p.W[:, feat]
         m_in = feat.size
         first = np.zeros(m_in, bool)
         first[np.unique(feat, return_index=True)[1]] = True  # + entry of each feature (centre goes there)
@@ -281,7 +387,7 @@ def to_onnx(
         else:
             order = np.arange(p.n)
             sign = np.ones(p.n)
-        rows = rnd(Wg[order] * sign[:, None])  # (m_out, m_in)
+        rows = rnd(Wg[order] * sign[:, None]) if relu else rnd(Wg)  # (m_out, m_in)
         if shifted:
             rows = -rows  # y = relu(−z + δ)
         own = p.owner[order]
@@ -301,7 +407,10 @@ def to_onnx(
                 parts.append(zk)
             z = parts[0] if K == 1 else g.node("Concat", parts, f"{pre}/linear", f"(N, {rows.shape[0]}); " + neurons_doc, axis=1)
         else:
-            bias = -np.einsum("ij,ij->i", rows, centres[own])  # float64 from the rounded rows
+            bias = np.zeros(rows.shape[0])  # float64 from the rounded rows, per component (no (n, m) temporary)
+            for k in range(K):
+                sel = own == k
+                bias[sel] = -(rows[sel] @ centres[k])
             if shifted:
                 bias = bias + delta
             z = g.node("Gemm", [h, g.const(f"{pre}/W", rows, neurons_doc), g.const(f"{pre}/b", bias, "biases -w.mu")],
@@ -386,6 +495,23 @@ def to_onnx(
 
     # graph IO
     helper = onnx.helper
+    if interface != dtype:  # float64 arithmetic behind a float32 interface: Cast in (exact), Cast the outputs back
+        g.elem = onnx.TensorProto.FLOAT
+        ren = {o: f"{o}/f64" for o in outputs if o != "label"}
+        for n in g.nodes:
+            ins = ["input/cast" if i == "X" else ren.get(i, i) for i in n.input]
+            outs_ = [ren.get(o, o) for o in n.output]
+            del n.input[:], n.output[:]
+            n.input.extend(ins)
+            n.output.extend(outs_)
+        cast = helper.make_node("Cast", ["X"], ["input/cast"], name="input/cast", to=onnx.TensorProto.DOUBLE)
+        cast.doc_string = "X as double: the graph computes in float64"
+        g.nodes.insert(0, cast)
+        for o, internal in ren.items():
+            c = helper.make_node("Cast", [internal], [o], name=f"output/{o}", to=onnx.TensorProto.FLOAT)
+            c.doc_string = f"{o} back to the interface type"
+            g.nodes.append(c)
+        dtype = interface
     d0 = preps[0].d
     x_info = helper.make_tensor_value_info("X", g.elem, ["batch", d0])
     x_info.doc_string = f"input rows, {d0} features"
@@ -417,7 +543,6 @@ def to_onnx(
     om = helper.make_model(graph, opset_imports=opset_ids, producer_name="gmmnet", producer_version=__version__)
     om.ir_version = helper.find_min_ir_version_for(opset_ids)
     om.model_version = 1
-    source = (model.provenance.source if hasattr(model, "provenance") else type(model).__name__)
     act_text = {"abs": "Abs", "relu": "paired ReLU (pairing absorbed into the next Linear)",
                 "shifted_relu": f"shifted ReLU relu(-(w.x+b)+{delta:g}) (approximate beyond {delta:g} sigma)"}[activation]
     om.doc_string = (
@@ -439,10 +564,16 @@ def to_onnx(
         meta["intensity"] = intensity + (f"(c={intensity_c:g})" if intensity == "triangle" else "")
     for i, p in enumerate(preps):
         meta[f"level{i}_ranks"] = ",".join(str(r) for r in p.ranks)
+    if kind == "mixture":  # the single-mixture exporter's keys, for readers of either graph
+        meta["ranks"] = meta["level0_ranks"]
+        if preps[0].truncated:
+            meta["truncation"] = ("rank-truncated components: K*r kept neurons plus the residual term "
+                                  "||x - mu_k||^2 / sigma_k^2 in the head (deep exporter, one level)")
     for key, value in meta.items():
         e = om.metadata_props.add()
         e.key, e.value = key, value
-    onnx.checker.check_model(om, full_check=True)
+    if check:
+        onnx.checker.check_model(om, full_check=True)
     return om
 
 
@@ -459,7 +590,7 @@ def _groups_from_logits(M: np.ndarray, L: np.ndarray, level: int):
     if np.any(M > 0):
         raise UnsupportedModelError(
             f"level {level}: its head has squared neurons of both signs (a rank-truncated level); "
-            "only untruncated lower levels are read back"
+            "pass the ONNX model itself, not its NetworkLayers, to read it back"
         )
     groups = [list(np.flatnonzero(M[k] != 0)) for k in range(M.shape[0])]
     if any(not gr for gr in groups):
@@ -493,8 +624,9 @@ def _component(Wk: np.ndarray, bk: np.ndarray, dtype: str, level: int, k: int):
         )
     if V.shape[0] != V.shape[1]:
         raise UnsupportedModelError(
-            f"level {level}, component {k}: {V.shape[0]} neurons for {V.shape[1]} inputs; rank-truncated lower "
-            "levels are not read back"
+            f"level {level}, component {k}: {V.shape[0]} neurons for {V.shape[1]} inputs, a rank-truncated level "
+            f"without its head (its residual variance is not in the graph): export with level{level}_responsibilities "
+            "(to-onnx --level-outputs) to read it back"
         )
     if err > 1e-12:  # float32 rows: the nearest orthonormal rows (polar factor)
         u, _, vh = np.linalg.svd(V)
@@ -527,6 +659,223 @@ def _retruncate(comp, dtype: str):
     return mean, np.ascontiguousarray(V[~tail]), lam[~tail], float(np.mean(lam[tail]))
 
 
+@dataclass
+class _Raw:
+    """What :func:`_read_raw` found: the neuron banks as read, every level's head unnormalized."""
+
+    layers: list  # read.Layer per level (rows over the level below's activations, or X)
+    heads: dict  # level → (M, L, c): logit_k = Σ_i M_ki a_i² + L_k·s + c_k, s the level's input
+    explicit: list  # per level, per neuron: made by an Abs/Relu node (not by squaring a residual h − m)
+    net: object  # read_layers' NetworkLayers (top head normalized), or None where it could not normalize it
+    error: Exception | None
+    dtype: str = "float32"
+    notes: list = None
+
+
+def _read_raw(model_or_path) -> _Raw:
+    """:func:`read_layers`' walk, keeping every level's raw head — the top one too — and which op made each neuron.
+
+    A truncated level's head mixes kept neurons (coefficient −½(1 − λ/σ²) > 0 … of either sign) with
+    the neurons the reader makes for the residual ‖h − μ‖² (squares of affine values); the reverse
+    needs that head as it is, which :func:`read_layers` re-expresses (Abs) or refuses (ReLU).
+    """
+    import onnx
+
+    from .read import Layer, _pad, _Reader
+
+    from ...errors import InputFileError
+
+    if isinstance(model_or_path, (bytes, bytearray)):
+        model_or_path = onnx.load_from_string(bytes(model_or_path))
+    elif isinstance(model_or_path, (str, os.PathLike)):
+        try:
+            model_or_path = onnx.load(os.fspath(model_or_path))
+        except FileNotFoundError:
+            raise InputFileError(f"{model_or_path}: no such file") from None
+        except Exception as exc:
+            raise InputFileError(f"{model_or_path}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not isinstance(model_or_path, onnx.ModelProto):
+        raise UnsupportedModelError(f"expected an ONNX ModelProto, got {type(model_or_path).__name__}")
+    bad = next((n for n in model_or_path.graph.node if n.op_type in ("If", "Loop", "Scan")), None)
+    if bad is not None:
+        raise UnsupportedModelError(f"node {bad.op_type} {bad.name!r}: control flow is not part of the pattern")
+
+    class _RawReader(_Reader):
+        def finish(self):
+            op_of = {n.name or n.output[0]: n.op_type for n in self.graph.node}
+            layers, explicit = [], []
+            for lvl, bank in enumerate(self.banks):
+                n_in = self.src_size(lvl - 1)
+                W = (np.concatenate([_pad(w, n_in) for w in bank.W]) if bank.W else np.zeros((0, n_in))).reshape(
+                    len(bank), n_in)
+                layers.append(Layer(W=W, b=np.array(bank.b, dtype=np.float64), activations=list(bank.act),
+                                    nodes=list(bank.nodes)))
+                explicit.append(np.array([op_of.get(nm) in ("Abs", "Relu") for nm in bank.nodes], bool))
+            heads = {}
+            for v, _ in self.logits:
+                f = self.fresh(v)
+                heads.setdefault(v.level, (f.M, f.L, f.c))
+            try:
+                net, err = super().finish(), None
+            except UnsupportedModelError as exc:
+                net, err = None, exc
+            return _Raw(layers=layers, heads=heads, explicit=explicit, net=net, error=err, dtype=self.dtype,
+                        notes=list(self.notes))
+
+    try:
+        return _RawReader(model_or_path).run()
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:  # pragma: no cover - the reader names the node itself
+        raise UnsupportedModelError(f"the graph could not be read: {type(exc).__name__}: {exc}") from None
+
+
+def _dense(a) -> np.ndarray:
+    return a.toarray() if hasattr(a, "toarray") else np.asarray(a, dtype=np.float64)
+
+
+def _needs_quadratic(raw: _Raw, lv: int) -> bool:
+    """True when level lv's head is a truncated one: coefficients of both signs, or residual (squared) neurons."""
+    if lv not in raw.heads:
+        return False
+    M = _dense(raw.heads[lv][0])
+    used = np.flatnonzero(np.any(M != 0, axis=0))
+    made = raw.explicit[lv][used]
+    # squared affine values alone (skl2onnx's ReduceSumSquare(Gemm(X))) are the pattern path's business
+    return bool(np.any(made) and (np.any(M > 0) or not np.all(made)))
+
+
+#: Relative tolerance of the checks on a level's quadratic form (pair folding, isotropic residual).
+_QUAD_TOL = {"float32": 2e-3, "float64": 1e-8}
+
+
+def _fold(A, g, col_map, col_scale, m_src: int, dtype: str, lv: int):
+    """A quadratic form over the level below's graph activations → over its IR features.
+
+    A ReLU pair (p, q) carries one feature f = (r_p + r_q)·scale with r_p·r_q = 0, so the form is a
+    function of f alone when the pair's rows/columns agree (the diagonal A[p, q] never counts).
+    """
+    if col_map is None:
+        return A, g
+    P1 = np.array([idx[0] for idx in col_map])
+    P2 = np.array([idx[-1] for idx in col_map])
+    tol = _QUAD_TOL[dtype] * max(float(np.max(np.abs(A))), float(np.max(np.abs(g))), 1e-300)
+    base = A[np.ix_(P1, P1)]
+    off = ~np.eye(P1.size, dtype=bool)
+    bad = max(float(np.max(np.abs(A[np.ix_(a, b)] - base)[off], initial=0.0))
+              for a, b in ((P1, P2), (P2, P1), (P2, P2)))
+    bad = max(bad, float(np.max(np.abs(A[P2, P2] - A[P1, P1]))), float(np.max(np.abs(g[P2] - g[P1]))))
+    used = np.zeros(m_src, bool)
+    used[P1] = used[P2] = True
+    if np.any(~used):
+        bad = max(bad, float(np.max(np.abs(A[~used]), initial=0.0)), float(np.max(np.abs(g[~used]), initial=0.0)))
+    if bad > tol:
+        raise UnsupportedModelError(
+            f"level {lv}: its head is not a function of the level below's features (a ReLU pair's halves, or an "
+            f"activation outside the features, enter it differently: {bad:.1e})")
+    sc = np.asarray(col_scale, float)
+    return base * np.outer(sc, sc), g[P1] * sc
+
+
+def _quadratic_level(raw: _Raw, lv: int, col_map, col_scale, dtype: str):
+    """Components of a level whose head is a general quadratic form (a truncated level), exactly.
+
+    Per component, the head's Σ M a² + L·s + c is collected as −½ fᵀPf + gᵀf + c0 over the IR
+    features f of the level below (ReLU pairs folded).  The kept directions are the component's
+    explicit neurons (Abs / paired ReLU rows), λ_i = 1/(v_iᵀPv_i); the rest of P must be (I − VᵀV)/σ²,
+    1/σ² = (tr P − Σ 1/λ_i)/(d − r).  μ = P⁻¹g, and the logit's constant c0 + ½ μᵀg gives the weight.
+    Returns (comps, consts, feats, fscale) like the pattern path.
+    """
+    from ...recover import mirrored_pairs
+
+    layer = raw.layers[lv]
+    M, L, c = raw.heads[lv]
+    M, L, c = _dense(M), _dense(L), np.asarray(c, float)
+    W, b = layer.W, layer.b
+    acts = list(layer.activations)
+    explicit = raw.explicit[lv]
+    relus = [i for i, a in enumerate(acts) if a == "relu"]
+    partner = {}
+    for i, j in mirrored_pairs(W, b, relus):
+        partner[i], partner[j] = j, i
+    m_src = W.shape[1]
+    tol = _QUAD_TOL[dtype]
+    comps, consts, feats, fscale = [], [], [], []
+    for k in range(M.shape[0]):
+        used = np.flatnonzero(M[k])
+        rows, coefs, kept = [], [], []
+        for i in used:
+            if acts[i] == "relu":
+                j = partner.get(i)
+                if j is None or M[k, j] == 0 or abs(M[k, j] - M[k, i]) > 1e-9 * abs(M[k, i]) + 1e-300:
+                    raise UnsupportedModelError(
+                        f"level {lv}, component {k}: a squared ReLU neuron without its mirrored partner at the same "
+                        "coefficient (not a Gaussian)")
+                if j < i:
+                    continue  # the pair counts once, as z²
+            rows.append(i)
+            coefs.append(M[k, i])
+            if explicit[i]:
+                kept.append(i)
+        R, s_, bb = W[rows], np.array(coefs), b[rows]
+        A = (R.T * s_) @ R
+        g = 2.0 * R.T @ (s_ * bb) + L[k]
+        c0 = float(c[k] + np.sum(s_ * bb * bb))
+        A, g = _fold(A, g, col_map, col_scale, m_src, dtype, lv)
+        P = -2.0 * (A + A.T) / 2.0
+        d = P.shape[0]
+        if not kept:
+            raise UnsupportedModelError(f"level {lv}, component {k}: its head uses no Abs/ReLU neuron of the level")
+        # the kept rows over the IR features of the level below
+        U = W[kept]
+        if col_map is not None:
+            U = np.stack([U[:, idx[0]] for idx in col_map], axis=1) * np.asarray(col_scale, float)
+        nrm = np.linalg.norm(U, axis=1)
+        V = U / nrm[:, None]
+        err = float(np.max(np.abs(V @ V.T - np.eye(V.shape[0]))))
+        if err > _ORTHO_TOL[dtype]:
+            raise UnsupportedModelError(
+                f"level {lv}, component {k}: neuron directions are not orthogonal (max |VVt - I| = {err:.1e})")
+        if err > 1e-12:  # float32 rows: the nearest orthonormal rows
+            u_, _, vh = np.linalg.svd(V, full_matrices=False)
+            V = u_ @ vh
+        try:
+            mean = np.linalg.solve(P, g)
+        except np.linalg.LinAlgError:
+            raise UnsupportedModelError(f"level {lv}, component {k}: the head's quadratic form is singular") from None
+        prec = np.einsum("ij,jk,ik->i", V, P, V)
+        if np.any(prec <= 0):
+            raise UnsupportedModelError(f"level {lv}, component {k}: the head's quadratic form is not a Gaussian's")
+        lam = 1.0 / prec
+        r = V.shape[0]
+        scale_p = float(np.max(np.abs(P)))
+        if r < d:
+            inv_s2 = (float(np.trace(P)) - float(np.sum(prec))) / (d - r)
+            if inv_s2 <= 0:
+                raise UnsupportedModelError(f"level {lv}, component {k}: the residual variance is not positive")
+            model_p = (V.T * prec) @ V + (np.eye(d) - V.T @ V) * inv_s2
+            comp = (mean, V, lam, 1.0 / inv_s2)
+        else:
+            model_p = (V.T * prec) @ V
+            comp = (mean, V, lam)
+        misfit = float(np.max(np.abs(P - model_p)))
+        if misfit > tol * scale_p:
+            raise UnsupportedModelError(
+                f"level {lv}, component {k}: the head's quadratic form is not {r} principal directions plus an "
+                f"isotropic residual (misfit {misfit / scale_p:.1e})")
+        # each kept neuron passes through μ (b = −w·μ), so its activation is the IR neuron times a scale
+        Wk, bk = U, b[kept]
+        miss = np.abs(Wk @ mean + bk)
+        if np.any(miss > 1e3 * tol * (nrm * max(1.0, float(np.max(np.abs(mean)))) + np.abs(bk))):
+            raise UnsupportedModelError(f"level {lv}, component {k}: a neuron's hyperplane misses the component mean")
+        comps.append(comp)
+        consts.append(c0 + 0.5 * float(mean @ g))
+        for i, n_i, l_i in zip(kept, nrm, lam):
+            feats.append([i] if acts[i] == "abs" else [i, partner[i]])
+            fscale.append(float(n_i * np.sqrt(l_i)))  # graph activation = IR activation × ‖w‖·λ^½
+    return comps, np.array(consts), feats, np.array(fscale)
+
+
 def _mixture(comps, consts, level: int):
     from scipy.special import logsumexp
 
@@ -550,7 +899,16 @@ def _mixture(comps, consts, level: int):
                   for k, (mu, V, lam) in enumerate(comps)]
     ct = "full"
     if any(r is not None for r in res):
-        comps = []  # truncated: stored as full (the IR's diag/spherical/tied need full-rank structure)
+        # truncated: tied when every component has the same rows, eigenvalues and σ², else full
+        # (the IR's diag/spherical need identity eigenvectors at full rank)
+        if len(comps) > 1 and all(
+                r is not None and V.shape == comps[0][1].shape and np.allclose(V, comps[0][1], rtol=0, atol=1e-9)
+                and np.allclose(lam, comps[0][2], rtol=1e-9, atol=0) and abs(r - res[0]) <= 1e-9 * res[0]
+                for (_, V, lam), r in zip(comps, res)):
+            components = [c.model_copy(update={"eigenvectors": comps[0][1], "eigenvalues": comps[0][2],
+                                               "residual_variance": res[0]}) for c in components]
+            ct = "tied"
+        comps = []
     eye = bool(comps) and all(np.array_equal(V, np.eye(d)) for _, V, _ in comps)
     if eye:
         ct = "spherical" if all(np.ptp(lam) <= 1e-9 * lam.max() for _, _, lam in comps) else "diag"
@@ -569,12 +927,37 @@ def _mixture(comps, consts, level: int):
                                                 else "uniform (not in the network)"}))
 
 
+def truncated_mixture_graph(model_or_path):
+    """The loaded model when it is gmmnet's one-level deep graph of a rank-truncated Mixture, else None.
+
+    :func:`gmmnet.recover.from_onnx` hands such a graph to :func:`from_onnx`, which gives the
+    truncated components back (rank r, σ²); the generic recovery would complete them to full rank.
+    """
+    import onnx
+
+    model = model_or_path
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            model = onnx.load_from_string(bytes(model))
+        except Exception:
+            return None
+    elif isinstance(model, (str, os.PathLike)):
+        try:
+            model = onnx.load(os.fspath(model))
+        except Exception:
+            return None  # the generic reader gives the one-line error
+    if not isinstance(model, onnx.ModelProto):
+        return None
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get("producer") == "gmmnet" and meta.get("n_levels") == "1" and "truncation" in meta:
+        return model
+    return None
+
+
 def is_deep(model_or_path) -> bool:
     """True when the graph has more than one neuron level under a mixture head (a hierarchy)."""
-    from .read import read_layers
-
-    net = read_layers(model_or_path)
-    return len(net.layers) > 1 and net.groups is not None
+    raw = _read_raw(model_or_path)
+    return bool(raw.heads) and max(raw.heads) > 0
 
 
 def from_onnx(model_or_path, *, data=None):
@@ -588,8 +971,16 @@ def from_onnx(model_or_path, *, data=None):
     report).  ReLU pairs are found with :func:`gmmnet.recover.mirrored_pairs`; the next level's
     columns for the two neurons of a pair must be equal (that is how the pairing is absorbed).
 
+    Rank-truncated levels (any level, Abs or paired ReLU, with its head in the graph) are read from
+    the head as it is: its quadratic form over the level below's features must be the kept
+    directions (the component's own Abs / ReLU rows) plus an isotropic residual; they come back
+    with rank r and ``residual_variance`` σ², exactly (``tied`` when all components share rows,
+    eigenvalues and σ²).  A truncated lower level without its head raises
+    :class:`~gmmnet.errors.UnsupportedModelError` (σ² is nowhere else in the graph).
+
     A one-level network is handed to :func:`gmmnet.recover.from_network` and comes back as a
-    :class:`~gmmnet.ir.Mixture`.
+    :class:`~gmmnet.ir.Mixture`; a one-level truncated one is read here and comes back as the
+    truncated Mixture.
 
     Returns
     -------
@@ -598,21 +989,41 @@ def from_onnx(model_or_path, *, data=None):
     from ...ir import Hierarchy, Provenance
     from ...recover import from_network, mirrored_pairs
     from ...versions import library_versions
-    from .read import NetworkLayers, read_layers
+    from .read import NetworkLayers
 
-    net = model_or_path if isinstance(model_or_path, NetworkLayers) else read_layers(model_or_path)
-    if len(net.layers) == 1:
-        return from_network(net, data=data)
-    if net.groups is None or net.head is None:
-        raise UnsupportedModelError(f"the graph has {len(net.layers)} neuron levels but no mixture head on the top level")
-    dtype = net.dtype
-    lower_heads = getattr(net, "level_heads", {}) or {}
-    notes = list(net.notes)
-    n_lv = len(net.layers)
+    if isinstance(model_or_path, NetworkLayers):
+        net, raw = model_or_path, None
+    else:
+        raw = _read_raw(model_or_path)
+        net = raw.net
+    top = max(raw.heads) if raw is not None and raw.heads else None
+    top_quad = top is not None and _needs_quadratic(raw, top)  # a truncated top level: read its head as it is
+    if not top_quad:
+        if net is None:
+            raise raw.error
+        if len(net.layers) == 1:
+            return from_network(net, data=data)
+        if net.groups is None or net.head is None:
+            raise UnsupportedModelError(
+                f"the graph has {len(net.layers)} neuron levels but no mixture head on the top level")
+        layers = list(net.layers)
+    else:
+        layers = list(raw.layers[: top + 1])
+    dtype = raw.dtype if raw is not None else net.dtype
+    lower_heads = dict(raw.heads if raw is not None else (getattr(net, "level_heads", {}) or {}))
+    lower_heads.pop(top, None)
+    notes = list(raw.notes if raw is not None else net.notes)
+    n_lv = len(layers)
     levels = []
     col_map = None  # for each IR feature of the level below: its graph neuron indices
     col_scale = None
-    for lv, layer in enumerate(net.layers):
+    for lv, layer in enumerate(layers):
+        if raw is not None and lv in raw.heads and (lv == top and top_quad or lv != top and _needs_quadratic(raw, lv)):
+            comps, consts, col_map, col_scale = _quadratic_level(raw, lv, col_map, col_scale, dtype)
+            levels.append(_mixture(comps, consts, lv))
+            if any(len(cm) > 3 for cm in comps):
+                notes.append(f"level {lv}: rank-truncated; read from its head as kept directions + residual variance")
+            continue
         W, b = layer.W.copy(), layer.b.copy()
         # the rows over IR features of the level below (the ReLU pairing is undone here)
         if col_map is not None:
@@ -668,11 +1079,18 @@ def from_onnx(model_or_path, *, data=None):
                 fscale.append(1.0 / scale[i] if scale[i] else 0.0)
         levels.append(_mixture(comps, consts, lv))
         col_map, col_scale = feats, np.array(fscale)
+    report = {"n_levels": n_lv, "dtype": dtype, "notes": notes,
+              "neurons": ([int(np.sum(e)) for e in raw.explicit[:n_lv]] if raw is not None  # not the residual's
+                          else [layer.n_neurons for layer in layers]),
+              "lower_heads": sorted(int(k) for k in lower_heads)}
+    if n_lv == 1:  # a one-level truncated network: the Mixture itself
+        mix = levels[0].model_copy(update={"provenance": Provenance(
+            source="gmmnet.formats.onnx.deep:onnx", versions=library_versions(), extra=levels[0].provenance.extra)})
+        if data is not None:
+            report["mean_log_likelihood"] = float(np.mean(linalg.log_likelihood(mix, np.asarray(data, np.float64))))
+        return mix, report
     hier = Hierarchy(levels=levels, provenance=Provenance(source="gmmnet.formats.onnx.deep:onnx",
                                                           versions=library_versions()))
-    report = {"n_levels": n_lv, "dtype": dtype, "notes": notes,
-              "neurons": [layer.n_neurons for layer in net.layers],
-              "lower_heads": sorted(int(k) for k in lower_heads)}
     if data is not None:
         from ...hierarchy import HierarchicalGaussianMixture
 

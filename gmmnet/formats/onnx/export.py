@@ -32,6 +32,7 @@ __all__ = [
     "COMPUTES",
     "DEFAULT_OUTPUTS",
     "DTYPES",
+    "LAYOUTS",
     "MAX_OPSET",
     "MIN_OPSET",
     "OUTPUTS",
@@ -55,6 +56,14 @@ COMPUTES = ("auto", "float32", "mixed", "float64")
 #: The issue's float32 targets on standardized data: log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
 LL_TARGET = 2e-6
 RESP_TARGET = 1e-6
+#: The float64-graph target (both outputs), used by the quadratic layout's warning.
+F64_TARGET = 1e-10
+#: Graph layouts: "neurons" = the Abs (or ReLU) network (every component's whitening neurons, then
+#: the head); "quadratic" = diag/spherical only, D² as one expanded product in float64 (no neuron
+#: layer unless ``distances`` is requested), then the same head.  docs/onnx-graph.md, "Layouts".
+LAYOUTS = ("neurons", "quadratic")
+#: The quadratic layout subtracts one centre (or none) before its products.
+QUADRATIC_CENTERINGS = ("auto", "none", "global")
 MIN_OPSET = 13
 MAX_OPSET = 21
 
@@ -91,6 +100,7 @@ class _Prepared:
     truncated: bool = False
     labels: list[list[str]] = field(default_factory=list)  # per component, per neuron
     memo: dict = field(default_factory=dict)  # rounded weights and estimates, computed once per export
+    variances: np.ndarray | None = None  # (K, d) σ²_kj for diag/spherical (feature order)
 
     def rounded_W(self, dtype: str) -> np.ndarray:
         """W rounded to ``dtype`` (as float64); float64 is W itself."""
@@ -128,13 +138,14 @@ def _prepare(mixture) -> _Prepared:
         labels.append([f"c{k}/pc{i}" for i in range(c.rank)] + [f"c{k}/res{i}" for i in range(d - c.rank)])
     if ct == "tied" and not all(np.array_equal(w, Ws[0]) for w in Ws):
         ct = "full"  # tied components truncated with different residual variances: no shared product
-    scales = None
+    scales = variances = None
     if ct in ("diag", "spherical"):
-        scales = np.stack([1.0 / np.sqrt(c.eigenvalues) for c in mixture.components])
+        variances = np.stack([np.asarray(c.eigenvalues, dtype=np.float64) for c in mixture.components])
+        scales = 1.0 / np.sqrt(variances)
     return _Prepared(
         K=K, d=d, ctype=ct, means=means, W=np.stack(Ws), scales=scales,
         consts=linalg.component_log_terms(mixture), weights=mixture.weights, coord_std=np.stack(stds),
-        kept=kept, truncated=truncated, labels=labels,
+        kept=kept, truncated=truncated, labels=labels, variances=variances,
     )
 
 
@@ -318,21 +329,118 @@ def _fits_float32(mixture) -> bool:
     return True
 
 
-def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto") -> dict:
+def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", layout: str = "neurons",
+                     centering: str = "auto") -> dict:
     """Predicted worst errors of the graph :func:`to_onnx` would write, with the choices made.
 
     Returns ``{"compute", "centering", "log_likelihood", "responsibilities"}``: the compute and
-    centering that ``to_onnx(mixture, dtype=dtype, compute=compute)`` uses, its predicted
-    log-likelihood error (max |Δ|/(1+|ref|)) and responsibilities error (max |Δ|) on points in
-    the bulk of each component (docs/onnx-graph.md, "Compute").
+    centering that ``to_onnx(mixture, dtype=dtype, compute=compute, layout=layout, centering=centering)`` uses, its
+    predicted log-likelihood error (max |Δ|/(1+|ref|)) and responsibilities error (max |Δ|) on
+    points in the bulk of each component (docs/onnx-graph.md, "Compute" and "Layouts").
     """
     if dtype not in DTYPES:
         raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if centering not in CENTERINGS:
+        raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
     _check_compute(dtype, compute)
     _check_mixture(mixture)
     p = _prepare(mixture)
-    mode, centering, _, pred = _choose_compute(p, dtype, compute, mixture=mixture)
+    if layout == "quadratic":
+        _check_layout(layout, mixture.covariance_type, compute, centering)
+        used = _choose_quadratic_centering(p, centering)[0]
+        return {"compute": "float64", "centering": used, **_predict_quadratic(p, dtype, used)}
+    _check_layout(layout, mixture.covariance_type, compute)
+    mode, centering, _, pred = _choose_compute(p, dtype, compute, centering, mixture=mixture)
     return {"compute": mode, "centering": centering, **pred}
+
+
+# ---------------------------------------------------------------------------
+# the quadratic layout (diag/spherical): D² as one expanded product, always in float64
+
+
+def _check_layout(layout, covariance_type: str, compute: str = "auto", centering: str = "auto") -> None:
+    if layout not in LAYOUTS:
+        raise UsageError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout != "quadratic":
+        return
+    if covariance_type not in ("diag", "spherical"):
+        raise UsageError(f"layout='quadratic' is for diag and spherical mixtures; this one is {covariance_type!r} "
+                         "(use layout='neurons')")
+    if compute not in ("auto", "float64"):
+        raise UsageError(f"layout='quadratic' always computes in float64; compute must be 'auto' or 'float64', "
+                         f"got {compute!r}")
+    if centering not in QUADRATIC_CENTERINGS:
+        raise UsageError(f"layout='quadratic' centres on one point; centering must be one of {QUADRATIC_CENTERINGS}, "
+                         f"got {centering!r}")
+
+
+def _quadratic_terms(p: _Prepared, centering: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(m, P, δ): the centre m (d,) — the mixture's mean Σ π_k μ_k for "global", 0 for "none" —,
+    the precisions P = 1/σ² (K, d) and the offsets δ = μ_k − m (K, d).
+
+    m is stored in the graph as a double exactly as computed here, so it is used exactly.
+    """
+    m = p.weights @ p.means if centering == "global" else np.zeros(p.d)
+    return m, 1.0 / p.variances, p.means - m
+
+
+def _quadratic_size(p: _Prepared, centering: str) -> np.ndarray:
+    """T_k = Σ_j p_kj (2|δ_kj| + A σ_kj)², the size of the expanded terms (see :func:`_predict_quadratic`)."""
+    _, prec, off = _quadratic_terms(p, centering)
+    return np.sum(prec * (2.0 * np.abs(off) + _A * np.sqrt(p.variances)) ** 2, axis=1)
+
+
+def _choose_quadratic_centering(p: _Prepared, centering: str) -> tuple[str, str]:
+    """(centering, reason): "auto" skips the centring Sub unless it shrinks the expanded terms by over RATIO_OK."""
+    if centering != "auto":
+        return centering, f"requested {centering!r}"
+    t_none, t_glob = float(np.max(_quadratic_size(p, "none"))), float(np.max(_quadratic_size(p, "global")))
+    used = "none" if t_none <= RATIO_OK * t_glob else "global"
+    return used, (f"auto: none unless centring on the mixture's mean shrinks the expanded terms max_k T_k more than "
+                  f"{RATIO_OK:g}x; none {t_none:.3g}, global {t_glob:.3g}")
+
+
+def _predict_quadratic(p: _Prepared, dtype: str, centering: str) -> dict:
+    """Predicted worst errors of the quadratic layout (float64 arithmetic; outputs cast to ``dtype``).
+
+    With xc = x − m (m the centre) and δ_k = μ_k − m, the graph sums three terms,
+    ``D²_k = Σ_j p_kj xc_j² − 2 Σ_j p_kj δ_kj xc_j + Σ_j p_kj δ_kj²``.  Within A = 3 standard
+    deviations of μ_k (|xc_j| ≤ |δ_kj| + A σ_kj) their absolute values add up to at most
+    ``T_k = Σ_j p_kj (|xc_j| + |δ_kj|)² ≤ Σ_j p_kj (2|δ_kj| + A σ_kj)²``.  Each term is a length-d
+    dot product of operands carrying a few roundings (xc, xc², p, −2pδ), so the classic bound is
+    ``(d + 4) u T_k``; rounding errors of dot products add up like a random walk (√d), not in
+    the worst case (d), so the prediction uses ``δD²_k ≈ (√d + 4) u T_k``:
+
+        P_k  = ½ (√d + 4) u T_k                    ½ δ(D²), the expanded product's share
+        H_k  = u (|c_k| + ½ D²_hi + d)             the head, as in :func:`_predict`
+        ll   = max_k (P_k + H_k) / (1 + min over the bulk |c_k − ½ D²|)  (+ u₃₂ for a float32 interface)
+        resp = ½ max_k (P_k + H_k)                                      (+ u₃₂ for a float32 interface)
+
+    with u = 2⁻⁵³.  The u₃₂ = 2⁻²⁴ terms are the rounding of the outputs to float32 (½ ulp).
+    T_k is large when a component is narrow compared with its distance from the centre
+    (|δ_kj| ≫ σ_kj): there the expanded form cancels, and the neurons layout (centred on each
+    μ_k) is the accurate one.
+    """
+    key = ("quadratic", dtype, centering)
+    if key in p.memo:
+        return p.memo[key]
+    u = _UNIT_ROUNDOFF["float64"]
+    T = _quadratic_size(p, centering)
+    spread = _A * np.sqrt(2.0 * p.d)
+    d2_hi, d2_lo = p.d + spread, max(p.d - spread, 0.0)
+    ll, resp = 0.0, 0.0
+    for k in range(p.K):
+        c = float(p.consts[k]) if np.isfinite(p.consts[k]) else 0.0
+        P = 0.5 * (np.sqrt(p.d) + 4.0) * u * float(T[k])
+        H = u * (abs(c) + 0.5 * d2_hi + p.d)
+        lo = 0.0 if d2_lo <= 2 * c <= d2_hi else min(abs(c - 0.5 * d2_lo), abs(c - 0.5 * d2_hi))
+        ll = max(ll, (P + H) / (1.0 + lo))
+        resp = max(resp, 0.5 * (P + H))
+    if dtype == "float32":
+        ll += _UNIT_ROUNDOFF["float32"]
+        resp += _UNIT_ROUNDOFF["float32"]
+    p.memo[key] = {"log_likelihood": ll, "responsibilities": resp}
+    return p.memo[key]
 
 
 def _check_compute(dtype: str, compute: str) -> None:
@@ -519,6 +627,92 @@ def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str, x: st
     return z, "flat"
 
 
+def _build_quadratic(g: _Graph, p: _Prepared, x: str, centering: str) -> str:
+    """D² [N, K] of a diag/spherical mixture as one expanded product (float64 graph).
+
+    ``D²_k = Σ_j p_kj xc_j² − 2 Σ_j p_kj δ_kj xc_j + Σ_j p_kj δ_kj²`` with xc = x − m, δ_k = μ_k − m,
+    p = 1/σ², m the mixture's mean ("global") or 0 ("none"): two (N, d)×(d, K) products
+    (spherical: ‖xc‖² times p_k) instead of K·d neurons.  Both are Gemms whose C input carries
+    the rest of the sum (e_k, then the cross term), so the additions cost no extra pass.
+    """
+    m, prec, off = _quadratic_terms(p, centering)
+    xc = x
+    if centering == "global":
+        xc = g.node("Sub", [x, g.const("quadratic/mean", m, "centre m = sum_k pi_k mu_k, the mixture's mean (float64)")],
+                    "quadratic/center", "xc = x - m: (N, d)")
+    Q = -2.0 * prec * off
+    e = np.sum(prec * off * off, axis=1)
+    cross = g.node("Gemm", [xc, g.const("quadratic/Q", np.ascontiguousarray(Q.T), "Q[j, k] = -2 p_kj (mu_kj - m_j): (d, K)"),
+                            g.const("quadratic/e", e, "e_k = sum_j p_kj (mu_kj - m_j)^2: (K,)")],
+                   "quadratic/cross_term", "-2 sum_j p_kj (mu_kj - m_j) xc_j + e_k: (N, K)")
+    if p.ctype == "diag":
+        sq = g.node("Mul", [xc, xc], "quadratic/square", "xc_j^2: (N, d)")
+        P, pdoc = np.ascontiguousarray(prec.T), "P[j, k] = p_kj = 1/sigma^2_kj, the precisions: (d, K)"
+    else:
+        sq = g.reduce("ReduceSumSquare", xc, [1], "quadratic/sumsq", 1, "|xc|^2: (N, 1)")
+        P, pdoc = prec[:, :1].T.copy(), "P[0, k] = p_k = 1/sigma^2_k, the precisions: (1, K)"
+    t = g.node("Gemm", [sq, g.const("quadratic/P", P, pdoc), cross], "quadratic/d2_raw",
+               "D^2_k expanded: square term sum_j p_kj xc_j^2 plus the cross term and e_k (Gemm's C): (N, K)")
+    return g.node("Max", [t, g.const("quadratic/zero", np.array(0.0), "0")], "quadratic/d2",
+                  "max(D^2, 0): the true D^2 is >= 0; the expanded sum can round a little below 0")
+
+
+def _build_head(g: _Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: str, narrow: bool = False) -> None:
+    """The mixture head on D² [N, K]: mahalanobis, L_k = −½D²_k + c_k, label, log-sum-exp, responsibilities.
+
+    ``narrow``: the interface is float32, so a float64 head takes its exponentials in float32
+    (after the float64 shift L − m) and gives the responsibilities in float32.
+    """
+    import onnx
+
+    need_lse = bool(want & {"responsibilities", "log_likelihood"})
+    if head_dtype != g.dtype:  # mixed compute: the head in float64 (log-joints of -30..-50 keep their digits)
+        g.dtype, g.np_dtype, g.elem = "float64", np.float64, onnx.TensorProto.DOUBLE
+        d2 = g.node("Cast", [d2], "head/cast", "D^2 as double: the head computes in float64", to=g.elem)
+    if "mahalanobis" in want:
+        emit("head/mahalanobis", "mahalanobis")
+        g.node("Sqrt", [d2], "head/mahalanobis", "D_k, the Mahalanobis distance")
+    if not want & {"label", "responsibilities", "log_likelihood"}:
+        return
+    half = g.node("Mul", [d2, g.const("head/neg_half", np.array(-0.5))], "head/neg_half_d2", "-D^2/2")
+    lj = g.node("Add", [half, g.const("head/c", p.consts,
+                                       "c_k = log w_k - 1/2 sum log lambda - d/2 log 2pi + log_constant_k")],
+                "head/log_joint", "L_k = -D^2_k/2 + c_k: (N, K)")
+    if "label" in want:
+        emit("head/label", "label")
+        g.node("ArgMax", [lj], "head/label", "argmax_k L_k (first on ties)", axis=1, keepdims=0)
+    if not need_lse:
+        return
+    m = g.reduce("ReduceMax", lj, [1], "head/max", 1, "row max of L: (N, 1)")
+    finfo = np.finfo(g.np_dtype)
+    m = g.node("Max", [m, g.const("head/lowest", np.array(finfo.min))], "head/max_guard",
+               "max(m, lowest finite): a row of all -inf keeps a finite shift (no inf - inf)")
+    sh = g.node("Sub", [lj, m], "head/shift", "L - m")
+    wide = g.dtype
+    if narrow and wide == "float64":
+        # float32 interface: L - m <= 0 is exact enough in float32 (|error| <= 6e-8 |L - m|, and terms with
+        # L - m < -17 weigh < 4e-8), and onnxruntime's float32 Exp is far faster than its double one
+        g.dtype, g.np_dtype, g.elem = "float32", np.float32, onnx.TensorProto.FLOAT
+        sh = g.node("Cast", [sh], "head/shift_float", "L - m as float: the exponentials in float32", to=g.elem)
+    e = g.node("Exp", [sh], "head/exp", "exp(L - m)")
+    s = g.reduce("ReduceSum", e, [1], "head/sum", 1, "sum_k exp(L_k - m) >= 1 unless the row is all -inf")
+    if "log_likelihood" in want:
+        ls = g.node("Log", [s], "head/log_sum", "log of the sum")
+        if g.dtype != wide:  # m keeps its float64 digits: log p = m + log s
+            ls = g.node("Cast", [ls], "head/log_sum_double", "log of the sum as double", to=onnx.TensorProto.DOUBLE)
+            g.dtype, g.np_dtype, g.elem = wide, np.float64, onnx.TensorProto.DOUBLE
+        ll = g.node("Add", [ls, m], "head/logsumexp", "log p(x) = m + log sum exp(L - m): (N, 1)")
+        emit("head/log_likelihood", "log_likelihood")
+        g.squeeze(ll, [1], "head/log_likelihood", "(N,)")
+    if "responsibilities" in want:
+        if narrow and wide == "float64":
+            g.dtype, g.np_dtype, g.elem = "float32", np.float32, onnx.TensorProto.FLOAT
+        sg = g.node("Max", [s, g.const("head/one", np.array(1.0))], "head/sum_guard",
+                    "max(sum, 1): equal to the sum except for all -inf rows (responsibilities 0, not NaN)")
+        emit("head/responsibilities", "responsibilities")
+        g.node("Div", [e, sg], "head/responsibilities", "softmax of L over components")
+
+
 def _check_mixture(mixture) -> None:
     from ...ir import Hierarchy, Mixture
 
@@ -572,6 +766,7 @@ def to_onnx(
     outputs=DEFAULT_OUTPUTS,
     centering: str = "auto",
     compute: str = "auto",
+    layout: str = "neurons",
 ):
     """Export an IR :class:`~gmmnet.ir.Mixture` as an ONNX Abs (or exact ReLU) network.
 
@@ -597,6 +792,12 @@ def to_onnx(
         cast to double first.  ``"auto"`` takes ``"float32"`` when its predicted
         errors (:func:`predicted_errors`) meet the float32 targets (log-likelihood 2e-6,
         responsibilities 1e-6), else ``"float64"``.  A float64 graph computes in float64.
+    layout : {"neurons", "quadratic"}
+        ``"neurons"`` (default): the Abs (or ReLU) network above.  ``"quadratic"`` (diag and
+        spherical only): D² as one expanded product about the mixture's mean, always in float64
+        inside (the fast layout; no neuron layer unless ``distances`` is requested, and then
+        ``activation`` applies to that branch only).  ``centering`` has no effect on it and
+        ``compute`` must be ``"auto"`` or ``"float64"``.  See docs/onnx-graph.md, "Layouts".
 
     Returns
     -------
@@ -606,7 +807,9 @@ def to_onnx(
     Warns
     -----
     gmmnet.errors.PrecisionWarning
-        When the chosen layout's estimated log-likelihood error exceeds 1e-4.
+        When the chosen layout's estimated log-likelihood error exceeds 1e-4; for
+        ``layout="quadratic"``, when its predicted errors exceed the targets of ``dtype``
+        (float32: 2e-6 / 1e-6, float64: 1e-10).
     """
     import onnx
 
@@ -614,40 +817,62 @@ def to_onnx(
 
     outputs = _check_options(activation, dtype, opset, outputs, centering, compute)
     _check_mixture(mixture)
+    _check_layout(layout, mixture.covariance_type, compute, centering)
     opset = int(opset)
     p = _prepare(mixture)
     K, d = p.K, p.d
 
-    mode, _, compute_reason, _ = _choose_compute(p, dtype, compute, centering, mixture)
-    layer_dtype, head_dtype = _layer_head(dtype, mode)
+    requested = centering
+    if layout == "quadratic":
+        # float64 inside: in float32 the expanded form cancels (skl2onnx's 1e-6..1e-4)
+        mode, layer_dtype, head_dtype = "float64", "float64", "float64"
+        compute_reason = "layout='quadratic' always computes in float64"
+        check_representable_dtype = "float64"
+        used, reason = _choose_quadratic_centering(p, centering)
+        pred = _predict_quadratic(p, dtype, used)
+        estimate = pred["log_likelihood"]
+        ests = {c: _predict_quadratic(p, dtype, c)["log_likelihood"] for c in ("none", "global")}
+        ll_t, resp_t = (LL_TARGET, RESP_TARGET) if dtype == "float32" else (F64_TARGET, F64_TARGET)
+        if pred["log_likelihood"] > ll_t or pred["responsibilities"] > resp_t:
+            warnings.warn(
+                f"layout='quadratic': predicted errors log_likelihood {pred['log_likelihood']:.1e}, responsibilities "
+                f"{pred['responsibilities']:.1e} exceed the {dtype} targets ({ll_t:.0e}, {resp_t:.0e}): components "
+                f"narrow compared with their distance from the centre (centering={used!r}); use layout='neurons'",
+                PrecisionWarning,
+                stacklevel=2,
+            )
+    else:
+        mode, _, compute_reason, _ = _choose_compute(p, dtype, compute, centering, mixture)
+        layer_dtype, head_dtype = _layer_head(dtype, mode)
+        check_representable_dtype = layer_dtype
     # refuse numbers the graph's arithmetic cannot hold (they would come out as NaN/inf)
     from ...linalg import check_representable
 
-    check_representable(mixture, layer_dtype)
-    requested = centering
-    if centering == "auto":
-        used, reason, ests = _choose_centering(p, layer_dtype)
-    else:
-        used = _layout_centering(p.ctype, centering)
-        reason = (f"requested {centering!r}" if used == centering
-                  else f"requested {centering!r}; {p.ctype} graphs are always centred per component")
-        ests = {used: _estimate(p, used, layer_dtype)}
-    estimate = ests[used]
-    pred = _predict(p, used, layer_dtype, head_dtype)
-    if estimate > WARN_ABOVE:
-        hint = ("use dtype='float64' or compute='float64'" if dtype == "float32"
-                else "the model is too ill-conditioned for exact scoring")
-        if used == "component":
-            better = ""
+    check_representable(mixture, check_representable_dtype)
+    if layout == "neurons":
+        if centering == "auto":
+            used, reason, ests = _choose_centering(p, layer_dtype)
         else:
-            comp = ests["component"] if "component" in ests else _estimate(p, "component", layer_dtype)
-            better = f"; centering='component' is estimated at {comp:.1e}"
-        warnings.warn(
-            f"estimated {layer_dtype} log-likelihood error {estimate:.1e} with centering={used!r} exceeds {WARN_ABOVE:.0e}; "
-            f"{hint}{better}",
-            PrecisionWarning,
-            stacklevel=2,
-        )
+            used = _layout_centering(p.ctype, centering)
+            reason = (f"requested {centering!r}" if used == centering
+                      else f"requested {centering!r}; {p.ctype} graphs are always centred per component")
+            ests = {used: _estimate(p, used, layer_dtype)}
+        estimate = ests[used]
+        pred = _predict(p, used, layer_dtype, head_dtype)
+        if estimate > WARN_ABOVE:
+            hint = ("use dtype='float64' or compute='float64'" if dtype == "float32"
+                    else "the model is too ill-conditioned for exact scoring")
+            if used == "component":
+                better = ""
+            else:
+                comp = ests["component"] if "component" in ests else _estimate(p, "component", layer_dtype)
+                better = f"; centering='component' is estimated at {comp:.1e}"
+            warnings.warn(
+                f"estimated {layer_dtype} log-likelihood error {estimate:.1e} with centering={used!r} exceeds {WARN_ABOVE:.0e}; "
+                f"{hint}{better}",
+                PrecisionWarning,
+                stacklevel=2,
+            )
 
     g = _Graph(layer_dtype, opset)
     g.renames = {}
@@ -656,15 +881,12 @@ def to_onnx(
     R = 2 * d if relu else d
     want = set(outputs)
     need_d2 = bool(want & {"label", "responsibilities", "log_likelihood", "mahalanobis"})
-    need_lse = bool(want & {"responsibilities", "log_likelihood"})
+    # the quadratic layout has a neuron layer only for the distances output
+    need_neurons = layout == "neurons" or "distances" in want
 
     x = "X"
     if layer_dtype != dtype:  # float64 compute behind a float32 interface: float32 → float64 is exact
         x = g.node("Cast", [x], "input/cast", "X as double: the graph computes in float64", to=g.elem)
-    z, kind = _build_layer(g, p, activation, used, x)
-    act_op = "Relu" if relu else "Abs"
-    act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
-               else "a = |z|: Mahalanobis distance along each principal component")
     final: dict[str, str] = {}  # output name → internal tensor to cast to the interface dtype
 
     def emit(internal: str, name: str) -> None:
@@ -673,63 +895,41 @@ def to_onnx(
         else:
             final[name] = internal
 
-    if "distances" in want and not relu and kind == "flat" and not p.truncated:
-        emit("layer0/" + act_op.lower(), "distances")
-    a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
+    d2 = None
+    if layout == "quadratic" and need_d2:
+        d2 = _build_quadratic(g, p, x, used)
+    if need_neurons:
+        z, kind = _build_layer(g, p, activation, "component" if layout == "quadratic" else used, x)
+        act_op = "Relu" if relu else "Abs"
+        act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
+                   else "a = |z|: Mahalanobis distance along each principal component")
+        if "distances" in want and not relu and kind == "flat" and not p.truncated:
+            emit("layer0/" + act_op.lower(), "distances")
+        a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
 
-    if "distances" in want and a != "distances" and "distances" not in final:
-        flat = "distances/flatten" if not p.truncated else "distances/all"
-        if relu:
-            t = g.reshape(a, [0, K, 2, d], "distances/reshape", "(N, K, 2, r): the + and - halves of each neuron")
-            t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
-        else:
-            t = a
-        if not p.truncated:
-            emit("distances/flatten", "distances")
-        t = g.reshape(t, [0, K * d], flat, "(N, K*r), component-major")
-        if p.truncated:  # only the kept principal directions (the residual neurons complete the density)
-            keep = [k * d + i for k in range(K) for i in range(p.kept[k])]
-            emit("distances/kept", "distances")
-            g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
-                   "the kept principal directions of each component (rank-truncated model)", axis=1)
+        if "distances" in want and a != "distances" and "distances" not in final:
+            flat = "distances/flatten" if not p.truncated else "distances/all"
+            if relu:
+                t = g.reshape(a, [0, K, 2, d], "distances/reshape", "(N, K, 2, r): the + and - halves of each neuron")
+                t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
+            else:
+                t = a
+            if not p.truncated:
+                emit("distances/flatten", "distances")
+            t = g.reshape(t, [0, K * d], flat, "(N, K*r), component-major")
+            if p.truncated:  # only the kept principal directions (the residual neurons complete the density)
+                keep = [k * d + i for k in range(K) for i in range(p.kept[k])]
+                emit("distances/kept", "distances")
+                g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
+                       "the kept principal directions of each component (rank-truncated model)", axis=1)
+
+        if need_d2 and layout == "neurons":
+            a3 = g.reshape(a, [0, K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
+            d2 = g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
+                          "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
 
     if need_d2:
-        a3 = g.reshape(a, [0, K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
-        d2 = g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
-                      "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
-        if head_dtype != g.dtype:  # mixed compute: the head in float64 (log-joints of -30..-50 keep their digits)
-            g.dtype, g.np_dtype, g.elem = "float64", np.float64, onnx.TensorProto.DOUBLE
-            d2 = g.node("Cast", [d2], "head/cast", "D^2 as double: the head computes in float64", to=g.elem)
-        if "mahalanobis" in want:
-            emit("head/mahalanobis", "mahalanobis")
-            g.node("Sqrt", [d2], "head/mahalanobis", "D_k, the Mahalanobis distance")
-        if want & {"label", "responsibilities", "log_likelihood"}:
-            half = g.node("Mul", [d2, g.const("head/neg_half", np.array(-0.5))], "head/neg_half_d2", "-D^2/2")
-            lj = g.node("Add", [half, g.const("head/c", p.consts,
-                                               "c_k = log w_k - 1/2 sum log lambda - d/2 log 2pi + log_constant_k")],
-                        "head/log_joint", "L_k = -D^2_k/2 + c_k: (N, K)")
-            if "label" in want:
-                emit("head/label", "label")
-                g.node("ArgMax", [lj], "head/label", "argmax_k L_k (first on ties)", axis=1, keepdims=0)
-            if need_lse:
-                m = g.reduce("ReduceMax", lj, [1], "head/max", 1, "row max of L: (N, 1)")
-                finfo = np.finfo(g.np_dtype)
-                m = g.node("Max", [m, g.const("head/lowest", np.array(finfo.min))], "head/max_guard",
-                           "max(m, lowest finite): a row of all -inf keeps a finite shift (no inf - inf)")
-                sh = g.node("Sub", [lj, m], "head/shift", "L - m")
-                e = g.node("Exp", [sh], "head/exp", "exp(L - m)")
-                s = g.reduce("ReduceSum", e, [1], "head/sum", 1, "sum_k exp(L_k - m) >= 1 unless the row is all -inf")
-                if "log_likelihood" in want:
-                    ls = g.node("Log", [s], "head/log_sum", "log of the sum")
-                    ll = g.node("Add", [ls, m], "head/logsumexp", "log p(x) = m + log sum exp(L - m): (N, 1)")
-                    emit("head/log_likelihood", "log_likelihood")
-                    g.squeeze(ll, [1], "head/log_likelihood", "(N,)")
-                if "responsibilities" in want:
-                    sg = g.node("Max", [s, g.const("head/one", np.array(1.0))], "head/sum_guard",
-                                "max(sum, 1): equal to the sum except for all -inf rows (responsibilities 0, not NaN)")
-                    emit("head/responsibilities", "responsibilities")
-                    g.node("Div", [e, sg], "head/responsibilities", "softmax of L over components")
-
+        _build_head(g, p, d2, want, emit, head_dtype, narrow=dtype == "float32")
     for name, internal in final.items():
         g.node("Cast", [internal], "output/" + name, f"{name} back to the interface type", out=name, to=io_elem)
 
@@ -765,17 +965,30 @@ def to_onnx(
     model = helper.make_model(graph, opset_imports=opset_ids, producer_name="gmmnet", producer_version=__version__)
     model.ir_version = helper.find_min_ir_version_for(opset_ids)
     model.model_version = 1
-    n_neurons = K * R
-    model.doc_string = (
-        f"A {K}-component Gaussian mixture ({p.ctype} covariance, {d} features; source {source}) written by gmmnet "
-        f"{__version__} as an {activation} network. Layer 0 holds {n_neurons} neurons: component k's neuron i has "
-        f"w = lambda_i^-1/2 v_i and b = -w.mu_k, so its activation |w.x + b| is the distance from the mean in standard "
-        f"deviations along principal component i" + (" (ReLU pairs [w; -w] give |z| = relu(z) + relu(-z))" if relu else "")
-        + f". The head sums the squared activations per component (D^2_k), forms L_k = -D^2_k/2 + c_k and returns "
-        f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). Input centering: {used} ({reason}); "
-        f"estimated {layer_dtype} log-likelihood error {estimate:.2e}. Compute: {mode} ({compute_reason}). "
-        f"Layout: docs/onnx-graph.md."
-    )
+    n_neurons = K * R if need_neurons else 0
+    if layout == "quadratic":
+        model.doc_string = (
+            f"A {K}-component Gaussian mixture ({p.ctype} covariance, {d} features; source {source}) written by gmmnet "
+            f"{__version__} in the quadratic layout: in float64, xc = x - m (m the mixture's mean, or 0 with "
+            f"centering none; here {used}: {reason}), "
+            f"D^2_k = sum_j p_kj xc_j^2 - 2 sum_j p_kj (mu_kj - m_j) xc_j + sum_j p_kj (mu_kj - m_j)^2 with p = 1/sigma^2 "
+            f"(two (N, d)x(d, K) products), clamped at 0; the head forms L_k = -D^2_k/2 + c_k and returns "
+            f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). "
+            + (f"The distances output comes from {n_neurons} {activation} neurons |(x - mu_k)/sigma_k|. " if n_neurons else "")
+            + f"Predicted errors: log_likelihood {pred['log_likelihood']:.2e}, responsibilities "
+            f"{pred['responsibilities']:.2e}. Layout: docs/onnx-graph.md."
+        )
+    else:
+        model.doc_string = (
+            f"A {K}-component Gaussian mixture ({p.ctype} covariance, {d} features; source {source}) written by gmmnet "
+            f"{__version__} as an {activation} network. Layer 0 holds {n_neurons} neurons: component k's neuron i has "
+            f"w = lambda_i^-1/2 v_i and b = -w.mu_k, so its activation |w.x + b| is the distance from the mean in standard "
+            f"deviations along principal component i" + (" (ReLU pairs [w; -w] give |z| = relu(z) + relu(-z))" if relu else "")
+            + f". The head sums the squared activations per component (D^2_k), forms L_k = -D^2_k/2 + c_k and returns "
+            f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). Input centering: {used} ({reason}); "
+            f"estimated {layer_dtype} log-likelihood error {estimate:.2e}. Compute: {mode} ({compute_reason}). "
+            f"Layout: docs/onnx-graph.md."
+        )
     meta = {
         "producer": "gmmnet",
         "gmmnet_version": __version__,
@@ -799,6 +1012,7 @@ def to_onnx(
         "compute_reason": compute_reason,
         "predicted_error_log_likelihood": f"{pred['log_likelihood']:.3e}",
         "predicted_error_responsibilities": f"{pred['responsibilities']:.3e}",
+        "layout": layout,
         "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if relu else "k*r+i: w_ki"),
     }
     if p.truncated:

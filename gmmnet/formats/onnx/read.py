@@ -33,6 +33,9 @@ normalizes every group to ``logit_k = −½ Σ_{i∈g_k} a_i² + c_k``: a coeffi
 ``−s/2`` is folded into the neuron as ``√s (w, b)``, and a linear term (skl2onnx's
 expanded ``x² − 2xμ + μ²`` for diag and spherical) is absorbed by completing the square.
 
+``Max(q, c)`` of a ``_Quad`` with a constant c is read as q itself once q is shown never to go
+below c (gmmnet's quadratic layout clamps its expanded D² at 0; see :func:`_clamp_floor`).
+
 Any node that does not fit raises :class:`~gmmnet.errors.UnsupportedModelError` naming it.
 """
 
@@ -495,9 +498,9 @@ class _Reader:
             )
         for init in g.initializer:
             self.values[init.name] = _Const(onnx.numpy_helper.to_array(init))
-        for sp in g.sparse_initializer:
-            self.values[sp.values.name] = _Const(onnx.numpy_helper.to_array(onnx.helper.make_tensor(
-                sp.values.name, sp.values.data_type, list(sp.dims), np.zeros(int(np.prod(sp.dims))))))
+        for sparse in g.sparse_initializer:
+            self.values[sparse.values.name] = _Const(onnx.numpy_helper.to_array(onnx.helper.make_tensor(
+                sparse.values.name, sparse.values.data_type, list(sparse.dims), np.zeros(int(np.prod(sparse.dims))))))
         inputs = [i for i in g.input if i.name not in self.values]
         if len(inputs) != 1:
             raise UnsupportedModelError(f"expected one data input, found {len(inputs)}: {[i.name for i in inputs]}")
@@ -705,6 +708,25 @@ class _Reader:
             acc = self._binary(node, [acc, v], "add")
         return acc
 
+    def op_Max(self, node, ins):
+        """Max(sum of squares, constant): a clamp that changes nothing where the form never goes below it.
+
+        gmmnet's quadratic layout clamps its expanded D² at 0 (``Max(D², 0)``, see
+        :func:`_clamp_floor`); the value is read as the form itself once that is checked.
+        """
+        data = [v for v in ins if isinstance(v, _Rows)]
+        consts = [v for v in ins if isinstance(v, _Const)]
+        if len(data) != 1 or len(consts) != len(ins) - 1 or not isinstance(data[0], _Quad):
+            raise _Misfit("only Max(sum of squares, constant), a clamp, is read")
+        q = self.fresh(data[0])
+        floor = np.concatenate([c.arr.astype(np.float64).ravel() for c in consts])
+        if floor.size == 0 or np.ptp(floor) != 0:
+            raise _Misfit("Max clamps at a constant that differs between entries")
+        _clamp_floor(q, self.banks[q.level], self.src_size(q.level - 1), float(floor[0]), self.dtype)
+        self.notes.append(f"Max {node.name!r} clamps a sum of squares at {floor[0]:g}, which it never goes below; "
+                          "read as the sum itself")
+        return q
+
     def op_Pow(self, node, ins):
         v = self._data(ins)
         if not isinstance(ins[1], _Const) or not np.all(ins[1].arr == 2):
@@ -724,6 +746,9 @@ class _Reader:
         y = a.matmul(B)
         if alpha != 1.0:
             y = y.scale(np.full(y.rows, alpha))
+        if len(node.input) > 2 and node.input[2] and isinstance(ins[2], _Rows):  # C from the data: Y = αAB + βC
+            c = ins[2] if beta == 1.0 else self._data(ins, 2).scale(np.full(ins[2].rows, beta))
+            return self._binary(node, [y, c], "add")
         if len(node.input) > 2 and node.input[2]:
             C = self.const(node.input[2]).astype(np.float64)
             full = self.broadcast([(1,) + y.shape, C.shape if C.ndim == 2 else (1,) * (2 - C.ndim) + C.shape], [True, False])
@@ -941,6 +966,44 @@ class _Reader:
         return _normalize_head(res, q, self.dtype)
 
 
+def _clamp_floor(q: "_Quad", bank: "_Bank", n_in: int, floor: float, dtype: str) -> None:
+    """Raise _Misfit unless every entry of ``q`` is ≥ ``floor`` for every input (so Max(q, floor) = q).
+
+    An entry Σ_i M_i a_i² + lᵀs + c with Abs neurons a_i = |w_iᵀs + b_i| and M ≥ 0 is the
+    quadratic sᵀAs + gᵀs + h with A = Σ M_i w_i w_iᵀ, g = 2 Σ M_i b_i w_i + l, h = Σ M_i b_i² + c;
+    its minimum is h − ¼ gᵀA⁺g (−∞ when g leaves the range of A).  The tolerance is relative to
+    the size of the two terms (_SQUARE_TOL of the graph's dtype).
+    """
+    M = _csr(q.M)
+    L = _dense(q.L)
+    W = np.concatenate([_pad(w, n_in) for w in bank.W]).reshape(len(bank), n_in) if bank.W else np.zeros((0, n_in))
+    b = np.asarray(bank.b, dtype=np.float64)
+    tol = _SQUARE_TOL[dtype]
+    for r in range(M.shape[0]):
+        idx = M.indices[M.indptr[r]:M.indptr[r + 1]]
+        m = M.data[M.indptr[r]:M.indptr[r + 1]]
+        if np.any(m < 0):
+            raise _Misfit("Max clamps a form with negative squared terms (not a squared distance)")
+        if any(bank.act[i] != "abs" for i in idx[m != 0]):
+            raise _Misfit("Max clamps squared ReLU neurons (not a squared distance)")
+        Wr, br = W[idx], b[idx]
+        A = (Wr.T * m) @ Wr
+        g = 2.0 * Wr.T @ (m * br) + L[r]
+        h = float(np.sum(m * br * br) + q.c[r])
+        if np.count_nonzero(A - np.diag(np.diag(A))) == 0:  # axis-aligned (gmmnet's quadratic layout): no eigh
+            lam, V = np.diag(A).copy(), np.eye(n_in)
+        else:
+            lam, V = np.linalg.eigh(A)
+        big = lam > 1e-12 * max(float(lam.max(initial=0.0)), 1e-300)
+        gv = V.T @ g
+        scale = max(abs(h), float(np.linalg.norm(g)) ** 2 / max(float(lam.max(initial=0.0)), 1e-300), 1.0)
+        if np.linalg.norm(gv[~big]) > tol * max(float(np.linalg.norm(g)), 1e-300):
+            raise _Misfit("Max clamps a form that is unbounded below (not a squared distance)")
+        low = h - 0.25 * float(np.sum(gv[big] ** 2 / lam[big]))
+        if low < floor - tol * scale:
+            raise _Misfit(f"Max clamps a form whose minimum {low:.3g} lies below the clamp {floor:g}: the clamp would change it")
+
+
 def _close(a, b) -> bool:
     """np.allclose for dense or sparse arrays of the same shape."""
     if a.shape != b.shape:
@@ -1018,7 +1081,11 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
                         f"component {k}: the head adds a linear term to squared ReLU neurons; that is not a Gaussian"
                     )
                 # −½‖Wx+b‖² + lᵀx + c = −½‖Wx + b + δ‖² + c'' with Wᵀδ = −l, c'' = c + δᵀb + ½‖δ‖²
-                delta, *_ = np.linalg.lstsq(Wk.T, -lk, rcond=None)
+                diag = np.diag(Wk) if Wk.shape[0] == Wk.shape[1] else None
+                if diag is not None and np.all(diag != 0) and np.count_nonzero(Wk) == diag.size:
+                    delta = -lk / diag  # axis-aligned neurons (diag/spherical): Wᵀ is diagonal
+                else:
+                    delta, *_ = np.linalg.lstsq(Wk.T, -lk, rcond=None)
                 resid = np.linalg.norm(Wk.T @ delta + lk)
                 if resid > _SQUARE_TOL[dtype] * max(np.linalg.norm(lk), 1e-300):
                     raise UnsupportedModelError(
