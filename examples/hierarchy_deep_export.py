@@ -25,15 +25,19 @@ SPECS = ("4:full,3:diag", "3:full,2:diag,2:tied", "4:full:r=4,3:full:r=6")
 def main() -> None:
     x = StandardScaler().fit_transform(PCA(n_components=16, random_state=0).fit_transform(load_digits().data))
     print("digits (n=1797), PCA to 16, standardized; random_state=0\n")
-    print("| hierarchy | activation | dtype | max rel. err log p | max err resp | labels | read back: max rel. err log p |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print("| hierarchy | activation | dtype | compute | max rel. err log p | max err resp | labels "
+          "| read back: max rel. err log p |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
     for spec in SPECS:
         h = HierarchicalGaussianMixture(spec, random_state=0).fit(x)
         n = len(h.levels_)
         for activation in ("abs", "relu"):
-            for dtype in ("float64", "float32"):
-                m = to_onnx(h, activation=activation, dtype=dtype,
+            # float32 twice: the default compute="auto" (its choice is printed) and pure float32 arithmetic
+            for dtype, compute in (("float64", "auto"), ("float32", "auto"), ("float32", "float32")):
+                m = to_onnx(h, activation=activation, dtype=dtype, compute=compute,
                             outputs=("label", "responsibilities", "log_likelihood") + deep.level_outputs(n))
+                chosen = {p.key: p.value for p in m.metadata_props}["compute"]
+                label = f"{compute} → {chosen}" if compute == "auto" else compute
                 xin = x.astype(dtype)
                 xr = xin.astype(np.float64)
                 got = run(m, xin)
@@ -48,7 +52,7 @@ def main() -> None:
                     back = f"{np.max(np.abs(b - ll) / (1 + np.abs(ll))):.1e}"
                 except Exception as exc:  # truncated levels are not read back
                     back = f"not supported ({type(exc).__name__})"
-                print(f"| {spec} | {activation} | {dtype} | {e_ll:.1e} | {e_r:.1e} | {lab:.3f} | {back} |")
+                print(f"| {spec} | {activation} | {dtype} | {label} | {e_ll:.1e} | {e_r:.1e} | {lab:.3f} | {back} |")
 
 
 if __name__ == "__main__":

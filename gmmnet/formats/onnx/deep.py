@@ -231,9 +231,10 @@ def to_onnx(
         ``level{i}_responsibilities``; :func:`from_onnx` needs them to give those weights back.
     centering : {"auto", "none", "component"}
         ``"component"`` subtracts each component's centre (split in high and low parts) before its
-        own product; ``"none"`` is one Gemm per level with biases.  ``"auto"``: component on
-        level 0 of a float32 graph (raw inputs may sit far from 0), none elsewhere (hidden
-        features are O(1) distances).
+        own product; ``"none"`` is one Gemm per level with biases.  ``"auto"``: on level 0 of a
+        float32 graph, component where the single-mixture exporter's error estimate asks for
+        any centring (raw inputs may sit far from 0), else none; none on the hidden levels
+        (their features are O(1) distances) and in float64 arithmetic.
     delta : float
         δ of ``shifted_relu``, in standard deviations.
     intensity : {None, "gauss", "laplace", "triangle"}
@@ -362,6 +363,12 @@ def _build(levels, kind, outputs, *, activation, dtype, opset, centering, delta,
     relu = activation == "relu"
     shifted = activation == "shifted_relu"
 
+    level0_centering = "component"
+    if centering == "auto" and dtype == "float32":
+        # the single-mixture exporter's estimate: per-component centring (K Gemms) only where it pays
+        from .export import _choose_centering, _prepare as _flat_prepare
+
+        level0_centering = "none" if _choose_centering(_flat_prepare(levels[0]), "float32")[0] == "none" else "component"
     g = _Graph(dtype, opset)
     g.renames = {}
     rnd = _rounder(dtype)
@@ -393,7 +400,7 @@ def _build(levels, kind, outputs, *, activation, dtype, opset, centering, delta,
         own = p.owner[order]
         neurons_doc = ("rows per component: +w then -w (relu pairs)" if relu else "row i = neuron i, component-major")
         # auto: the raw input may sit far from 0 (centre per component); hidden features are O(1) distances
-        lv_centering = centering if centering != "auto" else ("component" if lv == 0 and dtype == "float32" else "none")
+        lv_centering = centering if centering != "auto" else ("none" if lv or dtype == "float64" else level0_centering)
         if lv_centering == "component":
             parts = []
             for k in range(K):
@@ -436,11 +443,25 @@ def _build(levels, kind, outputs, *, activation, dtype, opset, centering, delta,
                 head_out["responsibilities"] = f"{pre}_responsibilities"
         if head_out or (is_top and "mahalanobis" in want):
             src = zhat if shifted else a
-            sq = g.node("Mul", [src, src], f"{pre}/square", "a^2 (relu(z)^2 + relu(-z)^2 = z^2)")
-            G = np.zeros((act_feat.size, K))
-            G[np.arange(act_feat.size), p.owner[act_feat]] = p.coef[act_feat]
-            d2 = g.node("MatMul", [sq, g.const(f"{pre}/G", G, "coefficient of a_i^2 in D^2_k")], f"{pre}/d2",
-                        "D^2_k = sum_i coef_i a_i^2: (N, K)")
+            owner, coef = p.owner[act_feat], p.coef[act_feat]
+            per = np.bincount(owner, minlength=K)
+            if np.all(np.diff(owner) >= 0) and np.all(per == per[0]):
+                # equal blocks, component-major: reshape and reduce (O(N·n), where the MatMul below is O(N·n·K))
+                if np.all(coef == 1.0):
+                    t = g.reshape(src, [0, K, int(per[0])], f"{pre}/blocks", "(N, K, r): one row of activations per component")
+                    d2 = g.reduce("ReduceSumSquare", t, [2], f"{pre}/d2", 0, "D^2_k = sum_i a_i^2: (N, K)")
+                else:
+                    sq = g.node("Mul", [src, src], f"{pre}/square", "a^2 (relu(z)^2 + relu(-z)^2 = z^2)")
+                    sq = g.node("Mul", [sq, g.const(f"{pre}/coef", coef, "coefficient of a_i^2 in D^2_k")],
+                                f"{pre}/weighted", "coef_i a_i^2")
+                    t = g.reshape(sq, [0, K, int(per[0])], f"{pre}/blocks", "(N, K, r): one row per component")
+                    d2 = g.reduce("ReduceSum", t, [2], f"{pre}/d2", 0, "D^2_k = sum_i coef_i a_i^2: (N, K)")
+            else:
+                sq = g.node("Mul", [src, src], f"{pre}/square", "a^2 (relu(z)^2 + relu(-z)^2 = z^2)")
+                G = np.zeros((act_feat.size, K))
+                G[np.arange(act_feat.size), owner] = coef
+                d2 = g.node("MatMul", [sq, g.const(f"{pre}/G", G, "coefficient of a_i^2 in D^2_k")], f"{pre}/d2",
+                            "D^2_k = sum_i coef_i a_i^2: (N, K)")
             consts = p.consts
             if p.truncated:
                 # both halves of a ReLU pair: ‖[r+; r-] − [μ; μ]‖² = ‖|z| − μ‖² + ‖μ‖², corrected below
