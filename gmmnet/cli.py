@@ -347,8 +347,15 @@ def cmd_inspect(args) -> int:
             rows = [[str(c.get("index", j))] + [_fmt(c.get(k)) for k in keys] + ["; ".join(c.get("reasons") or [])]
                     for j, c in enumerate(diag)]
             print(_table(rows, ["component", "exact", "low conf.", "R²", "hyperplane σ", "whitening err", "reasons"]))
+    meta = summary.get("graph", {}).get("metadata") or {}
+    print()
+    if "compute" in meta:  # the graph's own arithmetic, as gmmnet wrote it
+        line = f"this graph: layout {meta.get('layout', 'neurons')}, compute {meta['compute']}"
+        if "predicted_error_log_likelihood" in meta:
+            line += f", predicted log_likelihood error {float(meta['predicted_error_log_likelihood']):.2g}"
+        print(line)
     p = summary["precision"]
-    print(f"\nfloat32 error estimate (log_likelihood): {p['float32_error_estimate']:.2g}")
+    print(f"pure-float32 error estimate of this mixture (log_likelihood, neurons layout): {p['float32_error_estimate']:.2g}")
     if warning:
         print(f"gmmnet: warning: {warning}", file=sys.stderr)
     return 0

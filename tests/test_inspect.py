@@ -172,3 +172,17 @@ def test_inspect_errors_are_one_line(files, capsys, tmp_path):
     assert main(["inspect", str(bad)]) == 7
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and all(line.startswith("gmmnet: error: ") for line in err.splitlines())
+
+
+def test_graph_arithmetic_line(files, capsys, tmp_path):
+    d, _, _ = files
+    assert main(["inspect", str(d / "abs32.onnx")]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(d / "abs32.onnx")).metadata_props}
+    out = capsys.readouterr().out
+    assert f"this graph: layout neurons, compute {meta['compute']}, predicted log_likelihood error" in out
+    assert "pure-float32 error estimate of this mixture" in out
+    rng = np.random.default_rng(0)
+    gm = GaussianMixture(2, covariance_type="diag", random_state=0).fit(rng.normal(size=(200, 3)))
+    io.save_onnx(gmmnet.to_onnx(gm, layout="quadratic"), tmp_path / "q.onnx")
+    assert main(["inspect", str(tmp_path / "q.onnx")]) == 0
+    assert "this graph: layout quadratic, compute float64" in capsys.readouterr().out
