@@ -95,15 +95,16 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
     -------
     (Mixture, report dict)
     """
-    from .formats.onnx.read import read_layers
+    from .formats.onnx.read import load_model, read_layers
 
+    model = load_model(model_or_path)  # once, for both readers below
     if groups is None and n_components is None:
         from .formats.onnx.deep import from_onnx as from_deep, truncated_mixture_graph
 
-        deep = truncated_mixture_graph(model_or_path)
+        deep = truncated_mixture_graph(model)
         if deep is not None:  # gmmnet's K·r-neuron graph of a truncated mixture: give rank r and σ² back
             return from_deep(deep, data=data)
-    net = read_layers(model_or_path)
+    net = read_layers(model)
     source = "onnx"
     if isinstance(model_or_path, (str, os.PathLike)):
         source = f"onnx:{os.path.basename(os.fspath(model_or_path))}"

@@ -1,4 +1,4 @@
-"""Random IR mixtures for tests (importable as `from mixtures import random_mixture`)."""
+"""Random IR mixtures and error measures for tests (importable as `from mixtures import random_mixture`)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,9 @@ def sample(rng, mixture: Mixture, n: int) -> np.ndarray:
         z = rng.standard_normal(c.rank) * np.sqrt(c.eigenvalues)
         out[i] = c.mean + z @ c.eigenvectors
     return out
+
+
+def rel_err(got, ref) -> float:
+    """max |got − ref| / (1 + |ref|): the log-likelihood error measure of the accuracy targets."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    return float(np.max(np.abs(got - ref) / (1.0 + np.abs(ref)))) if ref.size else 0.0

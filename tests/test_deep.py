@@ -3,6 +3,7 @@
 import numpy as np
 import onnx
 import pytest
+from mixtures import rel_err
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
@@ -34,16 +35,12 @@ def models(digits):
     return {k: HGM(s, random_state=0).fit(digits) for k, s in specs.items()}
 
 
-def _rel(a, b):
-    return float(np.max(np.abs(np.asarray(a, float) - b) / (1.0 + np.abs(b))))
-
-
 def _check_graph(m, h, x, dtype):
     xin = x.astype(dtype)
     xr = xin.astype(np.float64)  # measure the graph, not the rounding of its input
     got = run(m, xin)
     tol_ll, tol_r = TOL[dtype]
-    assert _rel(got["log_likelihood"], h.score_samples(xr)) <= tol_ll
+    assert rel_err(got["log_likelihood"], h.score_samples(xr)) <= tol_ll
     assert np.max(np.abs(got["responsibilities"] - h.predict_proba(xr))) <= tol_r
     assert np.array_equal(got["label"], h.predict(xr))
     return got
@@ -65,11 +62,11 @@ def test_export_matches_estimator(models, digits, which, activation, dtype):
     xr = digits.astype(dtype).astype(np.float64)
     tol = 1e-9 if dtype == "float64" else 1e-6  # float32 interface, float64 arithmetic (compute="auto" here)
     assert {p.key: p.value for p in m.metadata_props}["compute"] == "float64"
-    assert _rel(got["distances"], h.transform(xr)) <= tol
-    assert _rel(got["mahalanobis"] ** 2, linalg.mahalanobis_sq(h.levels_[-1], h._features(xr, n - 1))) <= tol
+    assert rel_err(got["distances"], h.transform(xr)) <= tol
+    assert rel_err(got["mahalanobis"] ** 2, linalg.mahalanobis_sq(h.levels_[-1], h._features(xr, n - 1))) <= tol
     for i, lvl in enumerate(h.levels_):
         feats = h._features(xr, i)
-        assert _rel(got[f"level{i}_distances"], linalg.distances(lvl, feats)) <= tol
+        assert rel_err(got[f"level{i}_distances"], linalg.distances(lvl, feats)) <= tol
         assert np.max(np.abs(got[f"level{i}_responsibilities"] - linalg.responsibilities(lvl, feats))) <= 10 * tol
     assert np.array_equal(got[f"level{n - 1}_responsibilities"], got["responsibilities"])
 
@@ -119,8 +116,8 @@ def test_mixture_dispatch(models, digits):
     one = to_onnx(mix, dtype="float64", outputs=("log_likelihood", "level0_distances"))
     assert {p.key: p.value for p in one.metadata_props}["kind"] == "mixture"
     got = run(one, digits)
-    assert _rel(got["log_likelihood"], linalg.log_likelihood(mix, digits)) <= 1e-12
-    assert _rel(got["level0_distances"], linalg.distances(mix, digits)) <= 1e-12
+    assert rel_err(got["log_likelihood"], linalg.log_likelihood(mix, digits)) <= 1e-12
+    assert rel_err(got["level0_distances"], linalg.distances(mix, digits)) <= 1e-12
 
 
 @pytest.mark.parametrize(
@@ -170,7 +167,7 @@ def test_shifted_relu(models, digits):
         m = to_onnx(h, activation="shifted_relu", delta=delta, dtype="float64")
         assert {p.key: p.value for p in m.metadata_props}["delta"] == f"{delta:g}"
         got = run(m, digits)["log_likelihood"]
-        assert _rel(got, _shifted_reference(h, digits, delta)) <= 1e-10  # the graph is what it claims
+        assert rel_err(got, _shifted_reference(h, digits, delta)) <= 1e-10  # the graph is what it claims
         errs[delta] = float(np.max(np.abs(got - ll)))
     assert errs[1e3] <= 1e-8 * np.max(np.abs(ll))  # δ beyond every |z|: exact
     assert errs[1.0] > errs[3.0] > 1e-3  # it departs where z > δ, more for small δ
@@ -186,7 +183,7 @@ def test_intensity_heads(models, digits, kind):
          "triangle": lambda a: np.maximum(2.5 - a, 0.0)}[kind]
     assert np.max(np.abs(got["distances"] - f(h.transform(digits)))) <= 1e-12
     assert np.max(np.abs(got["level0_distances"] - f(h.transform(digits, level=0)))) <= 1e-12
-    assert _rel(got["log_likelihood"], h.score_samples(digits)) <= 1e-10  # the head is untouched
+    assert rel_err(got["log_likelihood"], h.score_samples(digits)) <= 1e-10  # the head is untouched
 
 
 # ---------------------------------------------------------------------------
@@ -216,11 +213,11 @@ def test_round_trip_exact(models, digits, which, activation):
     assert isinstance(back, Hierarchy) and report["lower_heads"] == list(range(n - 1))
     _same_ir(ir, back, 1e-9)
     h2 = HGM.from_ir(back)
-    assert _rel(h2.score_samples(digits), h.score_samples(digits)) <= 1e-10
+    assert rel_err(h2.score_samples(digits), h.score_samples(digits)) <= 1e-10
     assert np.array_equal(h2.predict(digits), h.predict(digits))
     # and once more through the graph: the same network
     again = run(to_onnx(back, activation=activation, dtype="float64"), digits)
-    assert _rel(again["log_likelihood"], h.score_samples(digits)) <= 1e-10
+    assert rel_err(again["log_likelihood"], h.score_samples(digits)) <= 1e-10
 
 
 def test_round_trip_without_level_heads(models, digits):
@@ -231,7 +228,7 @@ def test_round_trip_without_level_heads(models, digits):
     for la, lb in zip(h.levels_[:-1], back.levels[:-1]):
         assert np.allclose(lb.weights, 1.0 / la.n_components)
         assert np.max(np.abs(la.means - lb.means)) <= 1e-9
-    assert _rel(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-10
+    assert rel_err(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-10
 
 
 def test_round_trip_float32(models, digits):
@@ -257,7 +254,7 @@ def test_truncated_top_level_round_trip(digits):
         assert abs(cb.residual_variance - ca.residual_variance) <= 1e-12 * ca.residual_variance
         assert np.max(np.abs(ca.eigenvalues - cb.eigenvalues) / ca.eigenvalues) <= 1e-9
         assert np.max(np.abs(ca.mean - cb.mean)) <= 1e-9
-    assert _rel(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-10
+    assert rel_err(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-10
 
 
 def test_one_level_network_gives_a_mixture(models):
@@ -297,7 +294,7 @@ def test_cli_fit_to_onnx_to_gmm(tmp_path, digits, capsys):
     doc = io.load_model(ir)
     _same_ir(h.to_ir(), doc, 1e-9)
     h2 = io.load_model(back)
-    assert isinstance(h2, HGM) and _rel(h2.score_samples(digits), h.score_samples(digits)) <= 1e-10
+    assert isinstance(h2, HGM) and rel_err(h2.score_samples(digits), h.score_samples(digits)) <= 1e-10
     # existing output, bad spec: one-line errors with exit codes
     assert main(["fit", str(data), "--levels", "3:full", "-o", est]) == 9
     assert main(["fit", str(data), "--levels", "3:nope", "-o", str(tmp_path / "y.pkl")]) == 2

@@ -3,6 +3,7 @@
 import numpy as np
 import onnx
 import pytest
+from mixtures import rel_err
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
@@ -29,10 +30,6 @@ def digits():
 def models(digits):
     specs = {"two": "3:full:r=4,2:full:r=5", "three": "3:full:r=4,2:diag,2:tied:r=2", "tied": "3:tied:r=3,2:full"}
     return {k: HGM(s, random_state=0).fit(digits) for k, s in specs.items()}
-
-
-def _rel(a, b):
-    return float(np.max(np.abs(np.asarray(a, float) - b) / (1.0 + np.abs(b))))
 
 
 def _same(a, b, rel):
@@ -66,10 +63,10 @@ def test_truncated_levels_round_trip(models, digits, which, activation, centerin
     assert isinstance(back, Hierarchy) and report["lower_heads"] == list(range(n - 1))
     _same(ir, back, 1e-9)
     h2 = HGM.from_ir(back)
-    assert _rel(h2.score_samples(digits), h.score_samples(digits)) <= 1e-10
+    assert rel_err(h2.score_samples(digits), h.score_samples(digits)) <= 1e-10
     assert np.array_equal(h2.predict(digits), h.predict(digits))
     again = run(to_onnx(back, activation=activation, dtype="float64"), digits)  # the same network once more
-    assert _rel(again["log_likelihood"], h.score_samples(digits)) <= 1e-10
+    assert rel_err(again["log_likelihood"], h.score_samples(digits)) <= 1e-10
 
 
 @pytest.mark.parametrize("activation", ["abs", "relu"])
@@ -94,7 +91,7 @@ def test_truncated_round_trip_float32_arithmetic(models, digits, activation):
     assert all(i.data_type == onnx.TensorProto.FLOAT for i in m.graph.initializer if i.name.endswith("/W"))
     back, _ = deep.from_onnx(m)
     _same(h.to_ir(), back, 1e-4)
-    assert _rel(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-5
+    assert rel_err(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-5
 
 
 # ---------------------------------------------------------------------------
@@ -112,10 +109,10 @@ def test_compute_float64_behind_a_float32_interface(models, digits, which, activ
     assert {o.type.tensor_type.elem_type for o in m.graph.output if o.name != "label"} == {onnx.TensorProto.FLOAT}
     assert m.graph.node[0].op_type == "Cast"
     got = run(m, xin)
-    assert _rel(got["log_likelihood"], h.score_samples(xr)) <= 2e-7  # the float32 rounding of the outputs
+    assert rel_err(got["log_likelihood"], h.score_samples(xr)) <= 2e-7  # the float32 rounding of the outputs
     assert np.max(np.abs(got["responsibilities"] - h.predict_proba(xr))) <= 1e-7
     f32 = run(to_onnx(h, activation=activation, dtype="float32", compute="float32"), xin)
-    assert _rel(f32["log_likelihood"], h.score_samples(xr)) <= 2e-5  # float32 arithmetic, as before
+    assert rel_err(f32["log_likelihood"], h.score_samples(xr)) <= 2e-5  # float32 arithmetic, as before
 
 
 def test_compute_auto_measures_and_records(models):
@@ -175,10 +172,10 @@ def test_truncated_mixture_goes_deep_and_back(truncated_mixture, digits, activat
     W = next(onnx.numpy_helper.to_array(i) for i in m.graph.initializer if i.name.endswith("/W"))
     assert W.shape[0] == 4 * 3 * (2 if activation == "relu" else 1)  # K·r neurons, not K·d
     got = run(m, digits)
-    assert _rel(got["log_likelihood"], linalg.log_likelihood(mix, digits)) <= 1e-12
+    assert rel_err(got["log_likelihood"], linalg.log_likelihood(mix, digits)) <= 1e-12
     assert np.max(np.abs(got["responsibilities"] - linalg.responsibilities(mix, digits))) <= 1e-12
     assert np.max(np.abs(got["distances"] - linalg.distances(mix, digits))) <= 1e-12
-    assert _rel(got["mahalanobis"] ** 2, linalg.mahalanobis_sq(mix, digits)) <= 1e-12
+    assert rel_err(got["mahalanobis"] ** 2, linalg.mahalanobis_sq(mix, digits)) <= 1e-12
     back, _ = recover.from_onnx(m)
     assert isinstance(back, Mixture)
     _same(Hierarchy(levels=[mix]), Hierarchy(levels=[back]), 1e-9)

@@ -24,7 +24,7 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mixtures import random_mixture, sample
+from mixtures import random_mixture, rel_err, sample
 
 from gmmnet import linalg
 from gmmnet.errors import DataError, PrecisionWarning, UnsupportedModelError, UsageError
@@ -117,11 +117,6 @@ def exported(name: str, bayesian: bool, covariance_type: str, dtype: str, activa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)
         return to_onnx(mix, dtype=dtype, activation=activation, compute=compute).SerializeToString()
-
-
-def rel_err(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    return float(np.max(np.abs(got - ref) / (1.0 + np.abs(ref)))) if ref.size else 0.0
 
 
 def abs_err(got, ref) -> float:

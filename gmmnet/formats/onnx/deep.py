@@ -37,7 +37,6 @@ walk and rebuilds one mixture per neuron level, truncated levels included (from 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -711,26 +710,9 @@ def _read_raw(model_or_path) -> _Raw:
     the neurons the reader makes for the residual ‖h − μ‖² (squares of affine values); the reverse
     needs that head as it is, which :func:`read_layers` re-expresses (Abs) or refuses (ReLU).
     """
-    import onnx
+    from .read import Layer, _pad, _Reader, load_model
 
-    from .read import Layer, _pad, _Reader
-
-    from ...errors import InputFileError
-
-    if isinstance(model_or_path, (bytes, bytearray)):
-        model_or_path = onnx.load_from_string(bytes(model_or_path))
-    elif isinstance(model_or_path, (str, os.PathLike)):
-        try:
-            model_or_path = onnx.load(os.fspath(model_or_path))
-        except FileNotFoundError:
-            raise InputFileError(f"{model_or_path}: no such file") from None
-        except Exception as exc:
-            raise InputFileError(f"{model_or_path}: not a readable ONNX model ({type(exc).__name__})") from None
-    if not isinstance(model_or_path, onnx.ModelProto):
-        raise UnsupportedModelError(f"expected an ONNX ModelProto, got {type(model_or_path).__name__}")
-    bad = next((n for n in model_or_path.graph.node if n.op_type in ("If", "Loop", "Scan")), None)
-    if bad is not None:
-        raise UnsupportedModelError(f"node {bad.op_type} {bad.name!r}: control flow is not part of the pattern")
+    model_or_path = load_model(model_or_path)
 
     class _RawReader(_Reader):
         def finish(self):
@@ -965,21 +947,13 @@ def truncated_mixture_graph(model_or_path):
     :func:`gmmnet.recover.from_onnx` hands such a graph to :func:`from_onnx`, which gives the
     truncated components back (rank r, σ²); the generic recovery would complete them to full rank.
     """
-    import onnx
+    from ...errors import GmmnetError
+    from .read import load_model
 
-    model = model_or_path
-    if isinstance(model, (bytes, bytearray)):
-        try:
-            model = onnx.load_from_string(bytes(model))
-        except Exception:
-            return None
-    elif isinstance(model, (str, os.PathLike)):
-        try:
-            model = onnx.load(os.fspath(model))
-        except Exception:
-            return None  # the generic reader gives the one-line error
-    if not isinstance(model, onnx.ModelProto):
-        return None
+    try:
+        model = load_model(model_or_path)
+    except GmmnetError:
+        return None  # the generic reader gives the one-line error
     meta = {p.key: p.value for p in model.metadata_props}
     if meta.get("producer") == "gmmnet" and meta.get("n_levels") == "1" and "truncation" in meta:
         return model

@@ -1138,6 +1138,11 @@ def read_layers(model_or_path) -> NetworkLayers:
     or node names.  Raises :class:`UnsupportedModelError` naming the first node that does
     not fit the pattern.
     """
+    return _Reader(load_model(model_or_path)).run()
+
+
+def load_model(model_or_path):
+    """An ``onnx.ModelProto`` from a model, a path or bytes, refusing control flow (If, Loop, Scan)."""
     import onnx
 
     model = model_or_path
@@ -1152,7 +1157,7 @@ def read_layers(model_or_path) -> NetworkLayers:
             raise InputFileError(f"{model}: not a readable ONNX model ({type(exc).__name__})") from None
     if not isinstance(model, onnx.ModelProto):
         raise UnsupportedModelError(f"expected an ONNX ModelProto, got {type(model).__name__}")
-    if model.graph.node and any(n.op_type == "If" or n.op_type == "Loop" or n.op_type == "Scan" for n in model.graph.node):
-        bad = next(n for n in model.graph.node if n.op_type in ("If", "Loop", "Scan"))
+    bad = next((n for n in model.graph.node if n.op_type in ("If", "Loop", "Scan")), None)
+    if bad is not None:
         raise UnsupportedModelError(f"node {bad.op_type} {bad.name!r}: control flow is not part of the pattern")
-    return _Reader(model).run()
+    return model
