@@ -710,21 +710,15 @@ def _read_raw(model_or_path) -> _Raw:
     the neurons the reader makes for the residual ‖h − μ‖² (squares of affine values); the reverse
     needs that head as it is, which :func:`read_layers` re-expresses (Abs) or refuses (ReLU).
     """
-    from .read import Layer, _pad, _Reader, load_model
+    from .read import _Reader, load_model
 
     model_or_path = load_model(model_or_path)
 
     class _RawReader(_Reader):
         def finish(self):
             op_of = {n.name or n.output[0]: n.op_type for n in self.graph.node}
-            layers, explicit = [], []
-            for lvl, bank in enumerate(self.banks):
-                n_in = self.src_size(lvl - 1)
-                W = (np.concatenate([_pad(w, n_in) for w in bank.W]) if bank.W else np.zeros((0, n_in))).reshape(
-                    len(bank), n_in)
-                layers.append(Layer(W=W, b=np.array(bank.b, dtype=np.float64), activations=list(bank.act),
-                                    nodes=list(bank.nodes)))
-                explicit.append(np.array([op_of.get(nm) in ("Abs", "Relu") for nm in bank.nodes], bool))
+            layers = self.bank_layers()
+            explicit = [np.array([op_of.get(nm) in ("Abs", "Relu") for nm in layer.nodes], bool) for layer in layers]
             heads = {}
             for v, _ in self.logits:
                 f = self.fresh(v)

@@ -925,12 +925,17 @@ class _Reader:
         return self._reduce(node, ins, square=False, mean=True)
 
     # -- the result -----------------------------------------------------------
-    def finish(self) -> NetworkLayers:
+    def bank_layers(self) -> list[Layer]:
+        """The neuron banks as read, one Layer per level (rows over the level below, or X)."""
         layers = []
         for lvl, bank in enumerate(self.banks):
             n_in = self.src_size(lvl - 1)
             W = (np.concatenate([_pad(w, n_in) for w in bank.W]) if bank.W else np.zeros((0, n_in))).reshape(len(bank), n_in)
             layers.append(Layer(W=W, b=np.array(bank.b, dtype=np.float64), activations=list(bank.act), nodes=list(bank.nodes)))
+        return layers
+
+    def finish(self) -> NetworkLayers:
+        layers = self.bank_layers()
         if not layers:
             raise UnsupportedModelError("the graph has no Abs or ReLU neurons (no Gemm/MatMul followed by Abs, Relu or a square)")
         out_names = [o.name for o in self.graph.output]
