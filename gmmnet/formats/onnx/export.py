@@ -481,14 +481,18 @@ class _Graph:
         import onnx
 
         self.onnx = onnx
-        self.dtype = dtype
-        self.np_dtype = np.float32 if dtype == "float32" else np.float64
-        self.elem = onnx.TensorProto.FLOAT if dtype == "float32" else onnx.TensorProto.DOUBLE
+        self.set_dtype(dtype)
         self.opset = opset
         self.nodes: list = []
         self.inits: list = []
         self._init_names: set[str] = set()
         self.renames: dict[str, str] = {}  # internal tensor name → graph output name
+
+    def set_dtype(self, dtype: str) -> None:
+        """The element type of the nodes and constants written from here on."""
+        self.dtype = dtype
+        self.np_dtype = np.float32 if dtype == "float32" else np.float64
+        self.elem = self.onnx.TensorProto.FLOAT if dtype == "float32" else self.onnx.TensorProto.DOUBLE
 
     def const(self, name: str, value, doc: str = "", dtype=None) -> str:
         from onnx import numpy_helper
@@ -667,7 +671,7 @@ def _build_head(g: _Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: s
 
     need_lse = bool(want & {"responsibilities", "log_likelihood"})
     if head_dtype != g.dtype:  # mixed compute: the head in float64 (log-joints of -30..-50 keep their digits)
-        g.dtype, g.np_dtype, g.elem = "float64", np.float64, onnx.TensorProto.DOUBLE
+        g.set_dtype("float64")
         d2 = g.node("Cast", [d2], "head/cast", "D^2 as double: the head computes in float64", to=g.elem)
     if "mahalanobis" in want:
         emit("head/mahalanobis", "mahalanobis")
@@ -692,7 +696,7 @@ def _build_head(g: _Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: s
     if narrow and wide == "float64":
         # float32 interface: L - m <= 0 is exact enough in float32 (|error| <= 6e-8 |L - m|, and terms with
         # L - m < -17 weigh < 4e-8), and onnxruntime's float32 Exp is far faster than its double one
-        g.dtype, g.np_dtype, g.elem = "float32", np.float32, onnx.TensorProto.FLOAT
+        g.set_dtype("float32")
         sh = g.node("Cast", [sh], "head/shift_float", "L - m as float: the exponentials in float32", to=g.elem)
     e = g.node("Exp", [sh], "head/exp", "exp(L - m)")
     s = g.reduce("ReduceSum", e, [1], "head/sum", 1, "sum_k exp(L_k - m) >= 1 unless the row is all -inf")
@@ -700,13 +704,13 @@ def _build_head(g: _Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: s
         ls = g.node("Log", [s], "head/log_sum", "log of the sum")
         if g.dtype != wide:  # m keeps its float64 digits: log p = m + log s
             ls = g.node("Cast", [ls], "head/log_sum_double", "log of the sum as double", to=onnx.TensorProto.DOUBLE)
-            g.dtype, g.np_dtype, g.elem = wide, np.float64, onnx.TensorProto.DOUBLE
+            g.set_dtype(wide)
         ll = g.node("Add", [ls, m], "head/logsumexp", "log p(x) = m + log sum exp(L - m): (N, 1)")
         emit("head/log_likelihood", "log_likelihood")
         g.squeeze(ll, [1], "head/log_likelihood", "(N,)")
     if "responsibilities" in want:
         if narrow and wide == "float64":
-            g.dtype, g.np_dtype, g.elem = "float32", np.float32, onnx.TensorProto.FLOAT
+            g.set_dtype("float32")
         sg = g.node("Max", [s, g.const("head/one", np.array(1.0))], "head/sum_guard",
                     "max(sum, 1): equal to the sum except for all -inf rows (responsibilities 0, not NaN)")
         emit("head/responsibilities", "responsibilities")
