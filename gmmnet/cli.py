@@ -478,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"gmmnet {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="refuse work estimated to need more memory than SIZE, e.g. 8G "
+                        "(default: $GMMNET_MAX_MEMORY or 4G)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="fit a GMM on bundled data, convert it, check it against sklearn")
@@ -633,7 +636,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return UsageError.exit_code
-    try:
+    try:  # the limit holds for this call only (main is also called in-process)
+        if args.max_memory is not None:
+            from .limits import parse_size, set_max_memory
+
+            try:
+                set_max_memory(parse_size(args.max_memory))
+            except ValueError as exc:
+                raise UsageError(f"--max-memory: {exc}") from None
         return args.func(args)
     except BrokenPipeError:
         return _closed_pipe()
@@ -658,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
             return InvalidModelError.exit_code
         print(f"gmmnet: error: internal error ({type(exc).__name__}: {exc}); rerun with --debug", file=sys.stderr)
         return 1
+    finally:
+        if args.max_memory is not None:
+            from .limits import set_max_memory
+
+            set_max_memory(None)
 
 
 if __name__ == "__main__":  # pragma: no cover

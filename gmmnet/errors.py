@@ -68,6 +68,12 @@ class OutputFileError(GmmnetError):
     exit_code = 10
 
 
+class ResourceLimitError(GmmnetError):
+    """A model or data file would need more memory than the limit allows (--max-memory raises it)."""
+
+    exit_code = 11
+
+
 class PrecisionWarning(UserWarning):
     """float32 arithmetic would lose more accuracy than gmmnet promises."""
 
@@ -85,6 +91,7 @@ EXIT_CODES = {
         DataError,
         OutputExistsError,
         OutputFileError,
+        ResourceLimitError,
     )
 }
 """Exit code of every error class (plus 130 for Ctrl-C, documented in docs/cli.md)."""

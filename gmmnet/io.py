@@ -1295,6 +1295,9 @@ def _load_npy(path: PathLike, source: str) -> np.ndarray:
         raise InputFileError(f"cannot load {source}: not a .npy array file")
     if x.dtype.kind not in "biuf" or x.dtype.fields is not None:
         raise DataError(f"{source} holds {x.dtype} values; expected real numbers")
+    from .limits import check_bytes
+
+    check_bytes(8.0 * x.size, f"reading its {'x'.join(map(str, x.shape))} values as float64", source)
     return np.array(x, dtype=np.float64)
 
 

@@ -191,6 +191,8 @@ def _cases(files: Path, fitted):
         (errors.OutputExistsError, ["to-onnx", files / "gm.json", "-o", files / "m.onnx"]),
         (errors.OutputExistsError, ["to-onnx", files / "gm.json", "-o", files / "gm.json", "--force"]),
         (errors.OutputFileError, ["to-onnx", files / "gm.json", "-o", files / "no" / "such" / "m.onnx"]),
+        (errors.ResourceLimitError, ["--max-memory", "16", "to-gmm", files / "m.onnx", "-o", files / "r.json",
+                                     "--data", files / "x2.npy"]),
     ]
 
 
