@@ -338,6 +338,8 @@ def to_torch(mixture, *, activation: str = "abs", dtype=torch.float64, device=No
                 f"component {k} keeps {c.rank} of {d} directions (rank-truncated); "
                 "to_torch needs full-rank components for now"
             )
+    rows = m.n_components * d * (2 if activation == "relu" else 1)  # the network's Linear is dense
+    check_bytes(8.0 * rows * d * 3, f"a network of {rows} neurons over {d} inputs")
     net = MixtureNetwork(d, m.n_components, activation=activation, normalize=normalize,
                          covariance_type=m.covariance_type, dtype=dtype, device=device)
     init_linear_from_mixture(net.linear, m, activation=activation)

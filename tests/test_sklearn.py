@@ -134,6 +134,29 @@ def test_bgm_with_underflowing_weights_converts_exactly(ct):
     assert np.array_equal(np.argmax(linalg.log_joint(m, x), axis=1), est.predict(x))
 
 
+def test_bgm_with_underflowing_weights_through_the_cli(tmp_path):
+    """`gmmnet to-onnx` exited 7 ("log_constant must be finite") on this model; now the graph is exact."""
+    import joblib
+
+    from gmmnet.cli import main
+    from gmmnet.formats.onnx import run
+
+    x = RandomData(np.random.RandomState(0), n_samples=200, n_components=2, n_features=2, scale=1).X["diag"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = BayesianGaussianMixture(n_components=80, covariance_type="diag", weight_concentration_prior=1e-6,
+                                      weight_concentration_prior_type="dirichlet_process", random_state=0,
+                                      max_iter=10).fit(x)
+    assert np.any(est.weights_ == 0)
+    joblib.dump(est, tmp_path / "bgm.joblib")
+    assert main(["to-onnx", str(tmp_path / "bgm.joblib"), "-o", str(tmp_path / "bgm.onnx"), "--dtype", "float64"]) == 0
+    import onnx
+
+    out = run(onnx.load(str(tmp_path / "bgm.onnx")), x)
+    assert rel(out["log_likelihood"], est.score_samples(x)) <= tol("float64_ll")
+    assert np.max(np.abs(out["responsibilities"] - est.predict_proba(x))) <= tol("float64_resp")
+
+
 # ---------------------------------------------------------------------------
 # issue 13, item 3: to_sklearn on ill-conditioned covariances
 

@@ -141,8 +141,10 @@ def _from_mixture(est, *, eigenvalue_floor: float | None, max_condition: float |
     shapes = {"full": (n_k, d, d), "tied": (d, d), "diag": (n_k, d), "spherical": (n_k,)}
     if ct not in shapes:
         raise UnsupportedModelError(f"unknown covariance_type {ct!r}")
-    if ct == "full":  # eigenvectors, the precisions and eigh's workspace: ~3 K·d² floats
-        check_bytes(3 * 8.0 * n_k * d * d, f"the eigen-bases of {n_k} full {d}×{d} covariances")
+    if ct in ("full", "tied"):  # eigenvectors, the precisions and eigh's workspace: ~3 K·d² floats
+        n_bases = n_k if ct == "full" else 1
+        check_bytes(3 * 8.0 * n_bases * d * d, f"the eigen-bases of {n_bases} {ct} {d}×{d} covariance"
+                    + ("s" if n_bases > 1 else ""))
     pc = _array(est, "precisions_cholesky_", shapes[ct])
 
     if ct == "full":
@@ -458,8 +460,9 @@ def to_sklearn(mixture: Mixture):
     ct = mixture.covariance_type
     comps = mixture.components
     n_k, d = mixture.n_components, mixture.n_features
-    with np.errstate(divide="ignore", under="ignore"):
-        weights = np.exp(np.log(mixture.weights) + mixture.log_constants)
+    weights, consts = mixture.weights, mixture.log_constants
+    with np.errstate(divide="ignore", under="ignore", over="ignore"):  # w·exp(γ), in logs where γ ≠ 0
+        weights = np.where(consts == 0, weights, np.exp(np.log(weights) + consts))
 
     if ct in ("full", "tied"):
         uniq = comps[:1] if ct == "tied" else comps
