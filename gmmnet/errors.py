@@ -74,18 +74,6 @@ class ResourceLimitError(GmmnetError):
     exit_code = 11
 
 
-class InvalidParameterError(UsageError, ValueError):
-    """An option or estimator parameter outside its allowed values.
-
-    A :class:`UsageError` (exit code 2) that is also a ``ValueError``, as scikit-learn's
-    conventions (and ``check_estimator``) expect of an estimator's ``fit``.
-    """
-
-
-class InvalidDataError(DataError, ValueError):
-    """Data an estimator cannot use (non-finite values, wrong width): a :class:`DataError` and a ``ValueError``."""
-
-
 class PrecisionWarning(UserWarning):
     """float32 arithmetic would lose more accuracy than gmmnet promises."""
 

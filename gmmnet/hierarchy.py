@@ -611,7 +611,7 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
         if level is None:
             level = n - 1
         if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Integral) or not -n <= level < n:
-            raise errors.InvalidParameterError(f"level must be an integer in [{-n}, {n - 1}] or None, got {level!r}")
+            raise LevelSpecError(f"level must be an integer in [{-n}, {n - 1}] or None, got {level!r}")
         level = int(level) % n
         return linalg.distances(self.levels_[level], self._features(X, level))
 

@@ -25,9 +25,10 @@ from typing import NamedTuple
 import numpy as np
 
 from . import linalg
-from .errors import InvalidDataError, InvalidModelError, InvalidParameterError, UnsupportedModelError
+from .errors import InvalidModelError, UnsupportedModelError
 from .ir import Component, Mixture, Provenance
 from .limits import check_bytes
+from .pipeline import InvalidDataError, InvalidParameterError
 from .versions import library_versions
 
 __all__ = [

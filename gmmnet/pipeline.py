@@ -42,14 +42,23 @@ from . import errors, linalg
 from .ir import Component, Hierarchy, InputTransform, Mixture, Provenance, TransformStep
 from .versions import library_versions
 
-__all__ = ["AffineTransform", "EstimatorNotFittedError", "GaussianMixtureClassifier", "MahalanobisFeatures",
-           "to_estimator"]
+__all__ = ["AffineTransform", "EstimatorNotFittedError", "GaussianMixtureClassifier", "InvalidDataError",
+           "InvalidParameterError", "MahalanobisFeatures", "to_estimator"]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 class EstimatorNotFittedError(errors.NotFittedError, _SklearnNotFittedError):
     """The estimator is used before ``fit``: both gmmnet's and scikit-learn's ``NotFittedError``."""
+
+
+class InvalidParameterError(errors.UsageError, ValueError):
+    """A parameter outside its allowed values: a :class:`gmmnet.errors.UsageError` (exit code 2) that is
+    also the ``ValueError`` scikit-learn's conventions (and ``check_estimator``) expect."""
+
+
+class InvalidDataError(errors.DataError, ValueError):
+    """Data an estimator cannot use: a :class:`gmmnet.errors.DataError` that is also a ``ValueError``."""
 
 
 def _check_fitted(est, attr: str) -> None:
@@ -62,9 +71,9 @@ def _check_fitted(est, attr: str) -> None:
 def _check_params(est) -> None:
     n = est.n_components
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1:
-        raise errors.InvalidParameterError(f"n_components must be an integer >= 1, got {n!r}")
+        raise InvalidParameterError(f"n_components must be an integer >= 1, got {n!r}")
     if est.covariance_type not in COVARIANCE_TYPES:
-        raise errors.InvalidParameterError(
+        raise InvalidParameterError(
             f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {est.covariance_type!r}")
 
 
@@ -187,7 +196,7 @@ class MahalanobisFeatures(TransformerMixin, BaseEstimator):
                 f"BayesianGaussianMixture, got {type(given).__name__}"
             )
         if self.mixture_.n_inputs != X.shape[1]:
-            raise errors.InvalidDataError(
+            raise InvalidDataError(
                 f"X has {X.shape[1]} features, but the given mixture takes {self.mixture_.n_inputs}"
             )
         self.n_features_out_ = int(sum(c.rank for c in self.mixture_.components))
@@ -342,15 +351,15 @@ class GaussianMixtureClassifier(ClassifierMixin, BaseEstimator):
         else:
             prior = np.asarray(self.priors, dtype=np.float64)
             if prior.shape != (n_classes,):
-                raise errors.InvalidParameterError(f"priors must have one entry per class ({n_classes}), got shape {prior.shape}")
+                raise InvalidParameterError(f"priors must have one entry per class ({n_classes}), got shape {prior.shape}")
             if np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
-                raise errors.InvalidParameterError("priors must be non-negative and sum to 1")
+                raise InvalidParameterError("priors must be non-negative and sum to 1")
             prior = prior / prior.sum()
         self.class_prior_ = prior
         estimators = []
         for c in range(n_classes):
             if counts[c] < self.n_components:
-                raise errors.InvalidDataError(
+                raise InvalidDataError(
                     f"class {self.classes_[c]!r} has {counts[c]} samples, fewer than n_components={self.n_components}"
                 )
             estimators.append(_gaussian_mixture(self, self.n_components).fit(X[y_idx == c]))
@@ -588,7 +597,7 @@ class AffineTransform(TransformerMixin, BaseEstimator):
 
 def _input_transform(matrix, scale, offset, steps) -> InputTransform:
     if (matrix is None) == (scale is None):
-        raise errors.InvalidParameterError("AffineTransform needs exactly one of matrix and scale")
+        raise InvalidParameterError("AffineTransform needs exactly one of matrix and scale")
     a = None if matrix is None else np.asarray(matrix, dtype=np.float64)
     s = None if scale is None else np.asarray(scale, dtype=np.float64)
     k = a.shape[0] if a is not None and a.ndim == 2 else (s.size if s is not None else 0)
