@@ -585,7 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("to-gmm", help="recover a Gaussian mixture from an ONNX network",
                        description="Recover Gaussians from an Abs/ReLU network: exact for gmmnet's graphs, "
-                                   "approximate with diagnostics for trained ones.")
+                                   "approximate with diagnostics for trained ones. Without --data the density is "
+                                   "not checked (the report says 'unchecked: no data'); with --data the diagnostics "
+                                   "check it, and --calibrate re-estimates scales, means and weights from the data "
+                                   "with the layer's directions held fixed.")
     g.add_argument("model", help="ONNX network (.onnx)")
     g.add_argument("-o", "--output", help="output .json (IR), .skops, .pkl or .joblib (default: MODEL with .json)")
     g.add_argument("--data", help="data (.npy or .csv) for grouping neurons, prototypes and the diagnostics "
