@@ -595,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "that check the density; without it the density is reported unchecked")
     g.add_argument("--groups", help="neuron groups: a group size ('4') or index lists ('0,1,2;3,4,5')")
     g.add_argument("--n-components", type=int, metavar="K",
-                   help="number of components when grouping neurons on --data (default: neurons // features)")
+                   help="number of components when grouping neurons on --data (default: neurons // features; "
+                        "not used when the graph's head groups the neurons)")
     g.add_argument("--calibrate", action="store_true",
                    help="with --data: keep each component's directions from the layer and re-estimate the variances "
                         "along them, the means, the weights and a residual variance by EM; writes the calibrated "

@@ -312,18 +312,19 @@ def check_representable(mixture, dtype: str = "float32") -> None:
 def fixed_direction_log_joint(x: np.ndarray, means, directions, variances, residuals, weights) -> np.ndarray:
     """log π_k + log N(x; μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)), shape (n, K).
 
-    ``directions[k]`` is V_k, orthonormal rows (r_k, d); ``residuals[k]`` is σ_k² (None when r_k = d).
-    Never builds a d×d matrix: the complement's squared distance is ‖x − μ‖² − ‖V (x − μ)‖².
+    ``directions[k]`` is V_k, orthonormal rows (r_k, d), or None for the coordinate axes (an
+    axis-aligned component); ``residuals[k]`` is σ_k² (None when r_k = d).  Never builds a d×d
+    matrix: the complement's squared distance is ‖x − μ‖² − ‖V (x − μ)‖².
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     out = np.empty((n, len(means)))
     for k, (mu, v, lam, s2, w) in enumerate(zip(means, directions, variances, residuals, weights)):
         diff = x - mu
-        z = diff @ v.T
+        z = diff if v is None else diff @ v.T
         d2 = np.einsum("ij,ij->i", z / lam, z)
         logdet = float(np.sum(np.log(lam)))
-        if s2 is not None:
+        if s2 is not None and v is not None:
             rest = np.maximum(np.einsum("ij,ij->i", diff, diff) - np.einsum("ij,ij->i", z, z), 0.0)
             d2 = d2 + rest / s2
             logdet += (d - v.shape[0]) * float(np.log(s2))
@@ -336,7 +337,8 @@ def fixed_direction_em(x: np.ndarray, means, directions, variances, residuals, w
                        max_iter: int = 200, tol: float = 1e-6, reg: float = 1e-6) -> dict:
     """Maximum-likelihood mixture over ``x`` with every component's principal directions held fixed.
 
-    Component k is N(μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)) with V_k fixed.  EM
+    Component k is N(μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)) with V_k fixed (None: the
+    coordinate axes, as for a diagonal covariance).  EM
     re-estimates the weights π_k, the means μ_k, the variances λ_k along the directions and
     the isotropic residual σ_k² of the d − r_k directions V_k lacks.  Every M-step is closed
     form (the directions are orthonormal, so the Gaussian factorizes along them):
@@ -358,9 +360,9 @@ def fixed_direction_em(x: np.ndarray, means, directions, variances, residuals, w
     if n < 2:
         raise InvalidModelError("calibration needs at least 2 rows")
     means = [np.asarray(m, dtype=np.float64).copy() for m in means]
-    directions = [np.asarray(v, dtype=np.float64) for v in directions]
+    directions = [None if v is None else np.asarray(v, dtype=np.float64) for v in directions]
     variances = [np.asarray(v, dtype=np.float64).copy() for v in variances]
-    residuals = [None if s is None or v.shape[0] == d else float(s) for s, v in zip(residuals, directions)]
+    residuals = [None if s is None or v is None or v.shape[0] == d else float(s) for s, v in zip(residuals, directions)]
     weights = np.asarray(weights, dtype=np.float64).copy()
     history: list[float] = []
     converged = False
@@ -380,7 +382,7 @@ def fixed_direction_em(x: np.ndarray, means, directions, variances, residuals, w
             r = resp[:, k]
             mu = (r @ x) / nk[k]
             diff = x - mu
-            z = diff @ v.T
+            z = diff if v is None else diff @ v.T
             means[k] = mu
             variances[k] = (r @ (z * z)) / nk[k] + reg
             if residuals[k] is not None:

@@ -837,8 +837,8 @@ def holdout_split(n_rows: int, fraction: float = HOLDOUT_FRACTION, seed: int = H
 
 
 def _directions(c: Component, d: int) -> np.ndarray:
-    # axis-aligned components may carry no eigenvector matrix (IR ≥ 1.1): their directions are the axes
-    return np.eye(d) if getattr(c, "eigenvectors", None) is None else c.eigenvectors
+    """Dense direction rows (the identity for an axis-aligned component: only where d×d is needed anyway)."""
+    return c.eigenvectors
 
 
 def _normalized(mixture: Mixture) -> Mixture:
@@ -913,10 +913,16 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
     if getattr(mixture, "kind", "mixture") != "mixture":
         raise UsageError("calibrate takes one mixture; calibrate a hierarchy's levels one by one")
     d = mixture.n_features
-    x = _check_data(data, d)
+    # a mixture behind an affine preprocessing z = A x + c (a Pipeline's) is calibrated on z, and keeps it
+    tf = getattr(mixture, "input_transform", None)
+    d_in = d if tf is None else tf.n_inputs
+    x = _check_data(data, d_in)
     if x is None:
         raise UsageError("calibration needs data")
-    xt = _check_data(held_out, d) if held_out is not None else None
+    xt = _check_data(held_out, d_in) if held_out is not None else None
+    if tf is not None:
+        x = tf.apply(x)
+        xt = None if xt is None else tf.apply(xt)
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise UsageError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     if not (np.isfinite(reg_covar) and reg_covar > 0) or not (np.isfinite(tol) and tol > 0):
@@ -925,8 +931,10 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
     # the EM holds one (rows × features) difference at a time; the KL and the free step build d×d per component
     check_bytes(8.0 * (4 * x.shape[0] * d + x.shape[0] * K + 4 * d * d), "calibration", None)
     inverted = _normalized(mixture)
+    if tf is not None:
+        inverted = inverted.model_copy(update={"input_transform": None})  # scored on z below
     comps = inverted.components
-    dirs = [_directions(c, d) for c in comps]
+    dirs = [None if c.axis_aligned else c.eigenvectors for c in comps]
     with _one_thread():
         fit = linalg.fixed_direction_em(
             x, [c.mean for c in comps], dirs, [c.eigenvalues for c in comps],
@@ -935,18 +943,22 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         new = []
         for k, c in enumerate(comps):
             vals, vecs = fit["variances"][k], dirs[k]
-            if not axis:  # keep the IR's convention: eigenvalues descending (the rows move with them)
+            if vecs is not None and not axis:  # keep the IR's convention: eigenvalues descending, rows with them
                 vecs, vals = linalg._sorted_desc(vecs, vals)
+            if axis:  # diag stays diag: the axes in order
+                vecs = None if c.axis_aligned else c.eigenvectors
             new.append(Component(
-                mean=fit["means"][k], eigenvectors=c.eigenvectors if axis else vecs, eigenvalues=vals,
+                mean=fit["means"][k], eigenvectors=vecs, eigenvalues=vals,
                 weight=float(fit["weights"][k]), residual_variance=fit["residuals"][k]))
         calibrated = Mixture(n_features=d, covariance_type="diag" if axis else "full", components=new)
-        report = _calibration_report(inverted, calibrated, fit, x, xt, dirs, reg_covar, kl_samples, seed)
+        report = _calibration_report(inverted, calibrated, fit, x, xt, [_directions(c, d) for c in comps],
+                                     reg_covar, kl_samples, seed)
     report["log_constants_folded"] = bool(np.any(mixture.log_constants != 0))
     extra = {"calibrated_from": mixture.provenance.source, "n_train": str(x.shape[0]),
              "n_held_out": str(0 if xt is None else xt.shape[0]), "iterations": str(fit["n_iter"]),
              "reg_covar": repr(float(reg_covar))}
     calibrated = calibrated.model_copy(update={
+        "input_transform": tf,
         "diagnostics": {"density_check": density_check(x.shape[0]), "calibration": report},
         "provenance": Provenance(source="gmmnet.recover:calibrate", versions=library_versions(), extra=extra),
     })

@@ -298,3 +298,21 @@ def test_cli_calibrate_writes_the_calibrated_mixture_and_both_scores(tmp_path, c
     for argv in (["--calibrate"], ["--groups", "4", "--n-components", "3", "--data", tmp_path / "x.npy"]):
         code, _, err = call(capsys, "to-gmm", tmp_path / "net.onnx", "-o", tmp_path / "e.json", *argv)
         assert code == 2 and "gmmnet: error:" in err
+
+
+def test_mixture_behind_an_input_transform_is_calibrated_on_z(rng):
+    from gmmnet.ir import InputTransform
+
+    truth, x, W, b, r = planted(n=3000)
+    inverted, _ = from_layers(W, b, groups=r, data=x)
+    A = np.diag([2.0, 0.5, 1.0, 3.0])
+    c = np.array([1.0, -1.0, 0.0, 2.0])
+    raw = (x - c) @ np.linalg.inv(A).T  # z = A raw + c is x again
+    behind = inverted.model_copy(update={"input_transform": InputTransform(matrix=A, offset=c)})
+    cal_z, rep_z = calibrate(inverted, x, kl_samples=0)
+    cal_x, rep_x = calibrate(behind, raw, kl_samples=0)
+    assert cal_x.input_transform is not None
+    np.testing.assert_allclose(cal_x.means, cal_z.means, rtol=1e-9, atol=1e-9)
+    assert rep_x["log_likelihood"]["calibrated"]["train"] == pytest.approx(rep_z["log_likelihood"]["calibrated"]["train"])
+    with pytest.raises(DataError):
+        calibrate(behind, raw[:, :3])
