@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--calibrate", action="store_true",
                    help="with --data: keep each component's directions from the layer and re-estimate the variances "
                         "along them, the means, the weights and a residual variance by EM; writes the calibrated "
-                        "mixture and reports both on held-out rows (docs/recovery.md#calibrated-recovery)")
+                        "mixture and reports both on held-out rows (docs/recovery.md, 'Calibrated recovery')")
     g.add_argument("--holdout", type=float, default=0.2, metavar="FRACTION",
                    help="--calibrate: fraction of the --data rows held out to score both mixtures (default: 0.2)")
     g.add_argument("--seed", type=int, default=0, help="--calibrate: seed of the held-out split and the KL draws (default: 0)")

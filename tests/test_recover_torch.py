@@ -196,3 +196,51 @@ def test_onnx_batchnormalization_reads_like_the_torch_fold():
     via_onnx, _ = from_onnx(data, groups=3)
     via_torch, _ = from_torch(net, groups=3)
     np.testing.assert_allclose(via_torch.means, via_onnx.means, rtol=1e-10, atol=1e-12)
+
+
+class ReluPairs(torch.nn.Module):
+    """The exact ReLU form written out: |z| = relu(z) + relu(−z), concatenated, then a readout."""
+
+    def __init__(self, d, n):
+        super().__init__()
+        self.lin = torch.nn.Linear(d, n)
+        self.out = torch.nn.Linear(2 * n, 2)
+
+    def forward(self, x):
+        z = self.lin(x)
+        return self.out(torch.cat([torch.relu(z), torch.relu(-z)], dim=1))
+
+
+def test_relu_pairs_concatenated_in_forward_are_one_level_of_mirrored_pairs():
+    m = ReluPairs(3, 6).double()
+    (W, b, act), (U, c, readout) = read_torch(m).layers
+    lin = m.lin
+    np.testing.assert_array_equal(W[:6], lin.weight.detach().numpy())
+    np.testing.assert_array_equal(W[6:], -lin.weight.detach().numpy())
+    assert act == "relu" and readout is None and U.shape == (2, 12)
+    np.testing.assert_array_equal(U, m.out.weight.detach().numpy())
+    mix, rep = from_torch(m, groups=[[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]])
+    assert all(c["activation"] == "relu-pairs" for c in rep["components"])
+    ref, _ = from_layers(lin.weight.detach().numpy(), lin.bias.detach().numpy(), groups=3)
+    np.testing.assert_allclose(mix.means, ref.means, rtol=1e-10, atol=1e-12)
+    # the same module through the ONNX reader
+    from gmmnet.recover import from_onnx
+
+    via_onnx, _ = from_onnx(torchscript_onnx(m, 3), groups=[[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]])
+    np.testing.assert_allclose(via_onnx.means, mix.means, rtol=1e-10, atol=1e-12)
+
+
+def test_a_second_activation_after_the_level_is_read_is_a_branch():
+    class Late(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            z = self.lin(x)
+            a = torch.abs(z)
+            s = a.sum(dim=1, keepdim=True)  # reads the level
+            return torch.relu(z) * s
+
+    with pytest.raises(UnsupportedModelError, match="branch"):
+        read_torch(Late())

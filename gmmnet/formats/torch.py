@@ -106,6 +106,31 @@ class _Affine:
         return _Affine(self.A + sign * other.A, self.c + sign * other.c, self.level, self.folded + other.folded)
 
 
+class _Layer:
+    """One neuron level: rows added by every activation over the same input, until something reads it."""
+
+    def __init__(self, level_in):
+        self.level_in, self.A, self.c, self.acts, self.folded, self.sealed = level_in, [], [], [], [], False
+
+    def add(self, z, act):
+        start = self.n
+        self.A.append(z.A)
+        self.c.append(z.c)
+        self.acts += [act] * z.A.shape[0]
+        self.folded += [f for f in z.folded if f not in self.folded]
+        return start, self.n
+
+    @property
+    def n(self) -> int:
+        return sum(a.shape[0] for a in self.A)
+
+    def arrays(self):
+        import numpy as np
+
+        act = self.acts[0] if len(set(self.acts)) == 1 else list(self.acts)
+        return np.concatenate(self.A), np.concatenate(self.c), act
+
+
 class _Other:
     """A value gmmnet does not read (what follows the layers): remembered by the ops that made it."""
 
@@ -193,11 +218,16 @@ def read_torch(module) -> TorchLayers:
     def activate(node, z, act):
         if not isinstance(z, _Affine) or z.A is None:  # |x| of the raw input has no Linear to read
             return other(node, node.args[0])
+        last = layers[-1] if layers else None
+        if last is not None and not last.sealed and z.level == last.level_in:
+            start, stop = last.add(z, act)  # more neurons of the same level, e.g. relu(z) and relu(−z)
+            return ("chunk", len(layers) - 1, start, stop)
         if z.level != (len(layers) - 1 if layers else None):
             raise UnsupportedModelError(f"node '{node.name}' does not read the layer before it (a branch or a residual "
                                         "connection): gmmnet reads a plain Linear → Abs/ReLU stack")
-        layers.append((z.A, z.c, act, z.folded))
-        return ("level", len(layers) - 1)
+        layers.append(_Layer(z.level))
+        start, stop = layers[-1].add(z, act)
+        return ("chunk", len(layers) - 1, start, stop)
 
     for node in graph.nodes:
         args = node.args
@@ -248,10 +278,19 @@ def read_torch(module) -> TorchLayers:
             w = const(args[1] if len(args) > 1 else node.kwargs.get("weight"))
             bias = const(args[2] if len(args) > 2 else node.kwargs.get("bias"))
             vals[node] = z.then(w, np.zeros(w.shape[0]) if bias is None else bias) if w is not None else other(node, args[0])
+        elif target in (torch.cat, torch.concat, torch.hstack) and not (set(node.kwargs) - {"dim"}):
+            dim = node.kwargs.get("dim", args[1] if len(args) > 1 else (1 if target is torch.hstack else 0))
+            parts = [_as_affine(vals.get(a), layers, np) if isinstance(a, fx.Node) else None for a in args[0]]
+            if dim in (1, -1) and all(isinstance(q, _Affine) and q.A is not None and q.level == parts[0].level
+                                      for q in parts):
+                vals[node] = _Affine(np.concatenate([q.A for q in parts]), np.concatenate([q.c for q in parts]),
+                                     parts[0].level, [f for q in parts for f in q.folded])
+            else:
+                vals[node] = other(node, *[a for a in args[0] if isinstance(a, fx.Node)])
         elif target in (operator.neg, torch.neg) and z is not None:
             vals[node] = z.scaled(-1.0, 0.0)
         elif target in (operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
-                        torch.div) and len(args) == 2:
+                        torch.div) and len(args) == 2 and not node.kwargs:  # (alpha=, rounding_mode= are not read)
             vals[node] = _binary(node, target, args, vals, layers, const, other, operator, torch, np)
         else:
             vals[node] = other(node, *[a for a in args if isinstance(a, fx.Node)])
@@ -261,21 +300,30 @@ def read_torch(module) -> TorchLayers:
     if not layers:
         what = f" (after its affine part it computes {' → '.join(tail.ops)})" if isinstance(tail, _Other) else ""
         raise UnsupportedModelError(f"no Linear followed by Abs or ReLU found in {type(module).__name__}{what}")
-    result = [(W, b, act) for W, b, act, _ in layers]
-    folded = [f for *_, fs in layers for f in fs]
+    result = [layer.arrays() for layer in layers]
+    folded = [f for layer in layers for f in layer.folded]
     notes: list[str] = []
+    tail_affine = _as_affine(tail, layers, np)
     if isinstance(tail, _Affine) and tail.level == len(layers) - 1 and tail.A is not None:
         result.append((tail.A, tail.c, None))
+    elif isinstance(tail_affine, _Affine) and tail_affine.level == len(layers) - 1:
+        pass  # the module returns the last layer's activations themselves
     elif isinstance(tail, _Other):
         notes.append("after the last layer the module computes " + " → ".join(tail.ops) + " (not read)")
     return TorchLayers(result, folded, notes)
 
 
 def _as_affine(v, layers, np):
-    """A value as an affine map (a layer's activations are the identity over that layer), else None."""
-    if isinstance(v, tuple) and v[0] == "level":
-        n = layers[v[1]][0].shape[0]
-        return _Affine(np.eye(n), np.zeros(n), v[1])
+    """A value as an affine map, else None.
+
+    Activations are a selection of their level's neurons; reading them seals the level, so that
+    no later activation can add neurons to it.
+    """
+    if isinstance(v, tuple) and v[0] == "chunk":
+        _, level, start, stop = v
+        layers[level].sealed = True
+        n = layers[level].n
+        return _Affine(np.eye(n)[start:stop], np.zeros(stop - start), level)
     return v if isinstance(v, _Affine) else None
 
 
