@@ -161,7 +161,8 @@ def basis_from_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cov = np.asarray(cov, dtype=np.float64)
     if not np.all(np.isfinite(cov)):
         raise InvalidModelError("covariance has non-finite values")
-    vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
+    with serial_blas():  # called once per component in loops: BLAS threads only contend
+        vals, vecs = np.linalg.eigh((cov + cov.T) / 2.0)
     if vals.min() <= 0:
         raise InvalidModelError(f"covariance is not positive definite (smallest eigenvalue {vals.min():.3g})")
     return _sorted_desc(vecs.T, vals)
@@ -230,7 +231,8 @@ def gaussian_from_neurons(w: np.ndarray, b: np.ndarray, rcond: float = 1e-12) ->
     """
     w = np.asarray(w, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    q, s, vh = np.linalg.svd(w, full_matrices=False)  # W = Q S Vh, WᵀW = Vhᵀ S² Vh
+    with serial_blas():  # called once per component in loops: BLAS threads only contend
+        q, s, vh = np.linalg.svd(w, full_matrices=False)  # W = Q S Vh, WᵀW = Vhᵀ S² Vh
     d = w.shape[1]
     if s.size < d or s[-1] <= rcond * s[0]:
         raise InvalidModelError(f"neuron block has rank < {d}: the Gaussian is not determined by its weights")
