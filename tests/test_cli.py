@@ -189,7 +189,7 @@ def _cases(files: Path, fitted):
         (errors.InvalidModelError, ["to-onnx", files / "zero.json"]),
         (errors.DataError, ["to-gmm", files / "m.onnx", "-o", files / "d.json", "--data", files / "x2.npy"]),
         (errors.OutputExistsError, ["to-onnx", files / "gm.json", "-o", files / "m.onnx"]),
-        (errors.OutputExistsError, ["to-onnx", files / "gm.json", "-o", files / "gm.json", "--force"]),
+        (errors.OutputExistsError, ["to-onnx", files / "m.onnx", "-o", files / "m.onnx", "--force"]),
         (errors.OutputFileError, ["to-onnx", files / "gm.json", "-o", files / "no" / "such" / "m.onnx"]),
         (errors.ResourceLimitError, ["--max-memory", "16", "to-gmm", files / "m.onnx", "-o", files / "r.json",
                                      "--data", files / "x2.npy"]),
@@ -231,10 +231,12 @@ def test_base_error_internal_error_interrupt_and_debug(capsys, files, monkeypatc
 
 
 def test_argparse_errors_are_usage_errors(capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["to-onnx"])
-    assert exc.value.code == errors.UsageError.exit_code
-    assert call(capsys)[0] == errors.UsageError.exit_code  # no command: help, exit 2
+    code, out, err = call(capsys, "to-onnx")
+    assert code == errors.UsageError.exit_code and out == ""
+    assert err == "gmmnet: error: the following arguments are required: model; see gmmnet to-onnx --help\n"
+    code, _, err = call(capsys)  # no command
+    assert code == errors.UsageError.exit_code
+    assert err.startswith("gmmnet: error: no command given; choose from demo, ") and err.endswith("see gmmnet --help\n")
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +254,7 @@ def test_force_overwrites_and_symlinked_input_is_refused(capsys, files):
     code, _, err = call(capsys, "to-onnx", files / "gm.json", "-o", files / "alias.onnx", "--force")
     assert code == errors.OutputExistsError.exit_code and "input file" in err
     assert gio.load_ir(files / "gm.json").n_components == 3  # untouched
-    code, _, err = call(capsys, "to-onnx", files / "gm.json", "-o", files / "sub" / ".." / "gm.json", "--force")
+    code, _, err = call(capsys, "to-onnx", files / "gm.onnx", "-o", files / "sub" / ".." / "gm.onnx", "--force")
     assert code in (errors.OutputExistsError.exit_code, errors.OutputFileError.exit_code)
 
 
