@@ -172,10 +172,12 @@ def _console(stream=None):
                    width=None if tty else 1_000_000, soft_wrap=not tty)
 
 
-def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] = (0,), wrap: tuple[int, ...] = ()) -> None:
+def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] = (0,), wrap: tuple[int, ...] = (),
+                 fit: bool = True) -> None:
     """An aligned table (rich): header, a rule of dashes, one line per row; columns in ``left`` are
-    left-aligned (the others, numbers, right-aligned); on a terminal the columns in ``wrap`` fold
-    to fit its width."""
+    left-aligned (the others, numbers, right-aligned).  On a terminal, with ``fit``, the columns
+    in ``wrap`` (free text) fold so that the table fits its width; numbers are never cut.
+    Elsewhere (or without ``fit``) every row is one line, however long."""
     from rich.box import Box
     from rich.table import Table
     from rich.text import Text
@@ -183,12 +185,13 @@ def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] =
     rule = Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)  # "---  ---" under the header
     table = Table(box=rule, show_edge=False, pad_edge=False, header_style="bold", collapse_padding=True)
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i in left else "right",
-                         overflow="fold" if i in wrap else "ellipsis", no_wrap=i not in wrap)
+        table.add_column(name, justify="left" if i in left else "right", overflow="fold", no_wrap=i not in wrap)
     for row in rows:
         table.add_row(*(Text(str(c)) for c in row))
     console = _console()
     if console.is_terminal:
+        if not fit:
+            console.width = 1_000_000
         console.print(table)
         return
     with console.capture() as captured:
@@ -330,7 +333,7 @@ def _print_diagnostics(report: dict, args=None) -> None:
         keys = [k for k in comps[0] if k != "index"]
         rows = [[str(c.get("index", i))] + [_fmt(c.get(k)) for k in keys] for i, c in enumerate(comps)]
         wrap = (len(keys),) if keys and keys[-1] == "reasons" else ()
-        _print_table(rows, ["component", *keys], left=(0, *wrap), wrap=wrap)
+        _print_table(rows, ["component", *keys], left=(0, *wrap), wrap=wrap, fit=False)
         return
     metrics = [m for m in _COMPACT_WITH_DATA if any(c.get(m[0]) is not None for c in comps)]
     metrics = metrics or [m for m in _COMPACT_NO_DATA if any(c.get(m[0]) is not None for c in comps)]
@@ -696,9 +699,9 @@ def _check_finite_rows(X: np.ndarray, source) -> None:
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad.size:
         first = ", ".join(str(i + 1) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
-        rows = "row" if bad.size == 1 else f"{bad.size} rows"
-        raise DataError(f"{source}: {rows} hold NaN or infinity (data row {first}, counting from 1); "
-                        "fit needs finite numbers: drop or impute those rows")
+        rows = "1 row holds" if bad.size == 1 else f"{bad.size} rows hold"
+        raise DataError(f"{source}: {rows} NaN or infinity (row{'s' if bad.size > 1 else ''} {first}, counting "
+                        "from 1); fit needs finite numbers: drop or impute those rows")
 
 
 def _check_ranks(specs: list[dict], n_features: int, text: str) -> None:
@@ -1042,6 +1045,8 @@ def _grouping_hint(message: str, args) -> str:
 
     model = getattr(args, "model", None) or getattr(args, "file", None)
     what = re.sub(r"[:;,]?\s*pass groups.*$", "", message)
+    if model and not _names(what, model):
+        what = f"{model}: {what}"
     if args.command == "to-gmm":
         return f"{what}; pass --groups SIZE (or index lists like '0,1;2,3') or --data FILE"
     json_out = f"{Path(str(model)).stem}.json"
@@ -1052,8 +1057,10 @@ def _grouping_hint(message: str, args) -> str:
 
 
 def _quiet_warnings() -> None:
-    """Inside a command, numpy's floating-point RuntimeWarnings are noise next to gmmnet's own checks
-    (which raise, or warn in gmmnet's words); so are other libraries' deprecation notices."""
+    """Inside a command every warning is shown once (one line, see :func:`_show_warnings`) except
+    numpy's floating-point RuntimeWarnings, noise next to gmmnet's own checks (which raise, or
+    warn in gmmnet's words), and other libraries' deprecation notices."""
+    warnings.simplefilter("default")
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
