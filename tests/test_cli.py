@@ -732,3 +732,52 @@ def test_warnings_of_a_successful_command_are_one_line_each(capfd, tmp_path):
     assert code == 0
     warning = [ln for ln in err.splitlines() if not ln.startswith("gmmnet fit: ")]
     assert len(warning) == 1 and warning[0].startswith("gmmnet: warning: ") and "did not converge" in warning[0]
+
+
+def test_every_option_in_help_is_in_the_docs():
+    """docs/cli.md and --help agree: each option a command's --help prints is in that command's section
+    of docs/cli.md, and the generated reference page is today's --help (docs/gen_cli.py)."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import gen_cli
+    finally:
+        sys.path.pop(0)
+    text = DOCS.read_text()
+    assert (ROOT / "docs" / "reference" / "cli.md").read_text() == gen_cli.render(), "run python docs/gen_cli.py"
+    for name, parser in _parsers().items():
+        shown = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", parser.format_help())) - {"-h", "--help"}
+        section = text if name == "gmmnet" else text.split(f"## `gmmnet {name}`", 1)[1].split("\n## ", 1)[0]
+        if name == "gmmnet":
+            section = text.split("## A walk-through", 1)[0] + text.split("## Common behaviour", 1)[1]
+        missing = sorted(o for o in shown if f"`{o}" not in section and f" {o}" not in section)
+        assert not missing, f"docs/cli.md does not mention {missing} of gmmnet {name}"
+
+
+def test_api_page_lists_exactly_the_public_api():
+    import gmmnet
+
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    table = page.split("<!-- public-api:start -->", 1)[1].split("<!-- public-api:end -->", 1)[0]
+    listed = re.findall(r"^\| `gmmnet\.(\w+)` \|", table, flags=re.M)
+    assert sorted(listed) == sorted(gmmnet.__all__) and len(listed) == len(set(listed))
+    for name in gmmnet.__all__:
+        obj = getattr(gmmnet, name)
+        if callable(obj) and not isinstance(obj, type):
+            assert "Parameters" in (obj.__doc__ or "") or name == "to_onnx", f"gmmnet.{name} needs a numpydoc docstring"
+
+
+def test_top_level_round_trip(fitted):
+    import gmmnet
+    from gmmnet.hierarchy import HierarchicalGaussianMixture
+
+    gm, x = fitted
+    model = gmmnet.to_onnx(gmmnet.from_sklearn(gm), dtype="float64")
+    out = gmmnet.run(model, x, outputs=["log_likelihood"])
+    np.testing.assert_allclose(out["log_likelihood"], gm.score_samples(x), rtol=1e-10)
+    back, report = gmmnet.from_onnx(model.SerializeToString())
+    assert report["exact"] and isinstance(back, gmmnet.Mixture)
+    np.testing.assert_allclose(gmmnet.to_sklearn(back).score_samples(x), gm.score_samples(x), rtol=1e-8)
+    h = HierarchicalGaussianMixture("3:full,2:diag", random_state=0).fit(x)
+    deep, _ = gmmnet.from_onnx(gmmnet.to_onnx(h.to_ir(), dtype="float64"))  # a deep network: a Hierarchy again
+    assert isinstance(deep, gmmnet.Hierarchy)
+    np.testing.assert_allclose(gmmnet.to_sklearn(deep).score_samples(x), h.score_samples(x), rtol=1e-8)
