@@ -969,7 +969,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             _quiet_warnings()
             code = args.func(args)
-        _show_warnings(caught)
+        if code == 0:  # a command that failed says so in its error line, alone
+            _show_warnings(caught)
         return code
     except BrokenPipeError:
         return _closed_pipe()
