@@ -172,12 +172,7 @@ def _console(stream=None):
                    width=None if tty else 1_000_000, soft_wrap=not tty)
 
 
-def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] = (0,), wrap: tuple[int, ...] = (),
-                 fit: bool = True) -> None:
-    """An aligned table (rich): header, a rule of dashes, one line per row; columns in ``left`` are
-    left-aligned (the others, numbers, right-aligned).  On a terminal, with ``fit``, the columns
-    in ``wrap`` (free text) fold so that the table fits its width; numbers are never cut.
-    Elsewhere (or without ``fit``) every row is one line, however long."""
+def _rich_table(rows: list[list], header: list[str], left: tuple[int, ...], wrap: tuple[int, ...]):
     from rich.box import Box
     from rich.table import Table
     from rich.text import Text
@@ -188,15 +183,36 @@ def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] =
         table.add_column(name, justify="left" if i in left else "right", overflow="fold", no_wrap=i not in wrap)
     for row in rows:
         table.add_row(*(Text(str(c)) for c in row))
-    console = _console()
-    if console.is_terminal:
-        if not fit:
-            console.width = 1_000_000
-        console.print(table)
-        return
+    return table
+
+
+def _plain(console, renderable) -> str:
     with console.capture() as captured:
-        console.print(table)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+        console.print(renderable)
+    return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
+
+
+def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] = (0,), wrap: tuple[int, ...] = (),
+                 fit: bool = True) -> None:
+    """An aligned table (rich): header, a rule of dashes, one line per row; columns in ``left`` are
+    left-aligned (the others, numbers, right-aligned).  On a terminal, with ``fit``, the columns
+    in ``wrap`` (free text) fold so that the table fits its width; numbers are never cut.
+    Elsewhere (or without ``fit``) every row is one line, however long."""
+    table = _rich_table(rows, header, left, wrap)
+    console = _console()
+    if not console.is_terminal:
+        sys.stdout.write(_plain(console, table))
+        return
+    if not fit:
+        console.width = 1_000_000
+    console.print(table)
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    """The same table as plain text, for a caller that prints it itself (prefer :func:`_print_table`)."""
+    from io import StringIO
+
+    return _plain(_console(StringIO()), _rich_table(rows, header, (0,), ())).rstrip("\n")
 
 
 # ---------------------------------------------------------------------------

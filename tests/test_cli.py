@@ -651,6 +651,9 @@ def test_tables_are_plain_text_off_a_terminal_and_styled_on_one(capsys, files, m
     monkeypatch.undo()
     assert "\x1b[1m" in term.buffer.getvalue()  # the header is bold on a terminal
     assert term.text().splitlines()[3:6] == out.splitlines()[3:6]  # same rows
+    # the string form, for callers that print a table themselves
+    assert cli._table([["a", "1.5"], ["bb", "22"]], ["mixture", "ll"]) == (
+        "mixture   ll\n-------- ---\na        1.5\nbb        22")
 
 
 def test_fit_progress_plain_off_a_terminal_and_a_bar_on_one(capsys, files, monkeypatch):
