@@ -33,6 +33,8 @@ TOL: dict[str, Tolerance] = {
     "ir_ll": Tolerance(1e-11, "IR log-likelihood (gmmnet.linalg) vs sklearn score_samples, float64, relative"),
     "ir_resp": Tolerance(1e-11, "IR responsibilities (gmmnet.linalg) vs sklearn predict_proba, float64, absolute"),
     "ir_json": Tolerance(0.0, "IR → JSON → IR: every float64 array and number bit for bit", ("docs/ir.md",)),
+    "ir_check": Tolerance(1e-6, "IR validation: eigenvector rows orthonormal (max |VVᵀ − I|) and weights summing "
+                                "to 1 (|Σπ − 1|), absolute", ("docs/ir.md",)),
     "to_sklearn": Tolerance(1e-9, "IR → scikit-learn GaussianMixture (to_sklearn, to-gmm -o .pkl/.skops): "
                                   "score_samples vs the IR, relative", ("docs/converting.md",)),
     # graphs (and torch modules, pipeline steps, estimators) gmmnet writes, against sklearn or the IR
@@ -53,6 +55,8 @@ TOL: dict[str, Tolerance] = {
                                     "(PrecisionWarning)", ("docs/converting.md", "docs/plotting.md", "docs/cli.md")),
     "torch_float32": Tolerance(1e-5, "float32 torch module or pipeline step vs the float64 reference, relative "
                                      "(standardized data)", ("docs/api.md",)),
+    "torch_params": Tolerance(1e-12, "torch blocks in float64: MahalanobisLinear ⇄ Component round trip (means, "
+                                     "eigenvectors, eigenvalues) and distances vs gmmnet.linalg", ("docs/api.md",)),
     "label_tie": Tolerance(1e-6, "labels agree with the reference except where the top two log-joints tie "
                                  "within this, relative"),
     # reading back (to-gmm, from_onnx)
@@ -88,7 +92,8 @@ def markdown_table() -> str:
     rows = ["| name | value | what it bounds | quoted in |", "|---|---:|---|---|"]
     for k, v in TOL.items():
         pages = ", ".join(f"[{p.removeprefix('docs/')}]({p.removeprefix('docs/')})" for p in v.quoted) or "—"
-        rows.append(f"| `{k}` | {quote(v.value)} | {v.what} | {pages} |")
+        what = v.what.replace("|", "\\|")  # a literal bar inside a table cell
+        rows.append(f"| `{k}` | {quote(v.value)} | {what} | {pages} |")
     return "\n".join(rows) + "\n"
 
 
