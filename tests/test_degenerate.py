@@ -30,8 +30,10 @@ from gmmnet.tolerances import tol
 ALL_OUTPUTS = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
 DTYPES = ("float64", "float32")
 #: (log-likelihood, responsibilities) rows by (dtype, raw)
-ROWS = {("float64", False): ("float64_ll", "float64_resp"), ("float32", False): ("float32_ll", "float32_resp"),
-        ("float64", True): ("float64_raw_ll", "float64_raw_resp"), ("float32", True): ("float32_raw_ll", "float32_resp")}
+ROWS = {("float64", False): ("float64_ll", "float64_resp"),
+        ("float32", False): ("float32_ll", "float32_resp"),
+        ("float64", True): ("float64_raw_ll", "float64_raw_resp"),
+        ("float32", True): ("float32_raw_ll", "float32_resp")}
 
 
 def scores(mix, x, dtype, activation="abs"):

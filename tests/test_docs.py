@@ -132,8 +132,8 @@ def test_mkdocs_build_strict(tmp_path):
                           timeout=300)
     log = proc.stdout + proc.stderr
     warnings_ = [line for line in log.splitlines() if re.match(r"\s*(WARNING|ERROR)\b", line)]
-    assert proc.returncode == 0 and not warnings_, (
-        f"mkdocs build --strict: exit {proc.returncode}, warnings:\n" + "\n".join(warnings_) + "\n--- log:\n" + log[-6000:])
+    assert proc.returncode == 0 and not warnings_, (f"mkdocs build --strict: exit {proc.returncode}, warnings:\n"
+                                                    + "\n".join(warnings_) + "\n--- log:\n" + log[-6000:])
     assert "Documentation built" in log, log[-6000:]
     site = tmp_path / "site"
     api = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io as _io
+import itertools
 import re
 import warnings
 
@@ -101,13 +102,14 @@ def _model_specs() -> dict:
     for cname, cls in CLASSES.items():
         for ct in COV_TYPES:
             for sname, s in SCALES.items():
-                specs[f"{cname}-{ct}-{sname}"] = (functools.partial(cls, n_components=2, covariance_type=ct, random_state=0),
-                                                  functools.partial(_random_data, ct, s), None)
+                make = functools.partial(cls, n_components=2, covariance_type=ct, random_state=0)
+                specs[f"{cname}-{ct}-{sname}"] = (make, functools.partial(_random_data, ct, s), None)
     specs["dp80"] = (functools.partial(BayesianGaussianMixture, n_components=80, weight_concentration_prior=1e-6,
                                        weight_concentration_prior_type="dirichlet_process", random_state=0,
                                        max_iter=200),
                      functools.partial(_random_data, "full", 1.0), None)
-    specs["line3d"] = (functools.partial(GaussianMixture, n_components=2, reg_covar=1e-10, random_state=0), _line3d, None)
+    specs["line3d"] = (functools.partial(GaussianMixture, n_components=2, reg_covar=1e-10, random_state=0),
+                       _line3d, None)
     specs["skl-default"] = (GaussianMixture, _iris, None)
     for ct in COV_TYPES:
         specs[f"skl-bgm-{ct}"] = (functools.partial(BayesianGaussianMixture, covariance_type=ct), _iris, None)
@@ -152,8 +154,6 @@ KNOWN = {
 
 def _params(kind: str, *axes):
     """pytest.params of the cartesian product of axes (the first is the model), xfail where KNOWN says so."""
-    import itertools
-
     out = []
     for combo in itertools.product(*axes):
         reason = next((KNOWN[key] for n in range(len(combo), 0, -1) if (key := (kind, *combo[:n])) in KNOWN), None)
@@ -272,7 +272,8 @@ def test_to_gmm_gives_gmmnet_graphs_back(workdir, name, dtype, ext):
         shift = float(np.median(got - ref))
         stated = [float(v) for line in err.splitlines() if line.startswith("gmmnet: warning:")
                   for v in re.findall(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", line)]
-        assert rel_err(got - shift, ref) <= bound and any(abs(abs(v) - abs(shift)) <= 0.05 * abs(shift) for v in stated), (
+        said = any(abs(abs(v) - abs(shift)) <= 0.05 * abs(shift) for v in stated)
+        assert rel_err(got - shift, ref) <= bound and said, (
             f"{e:.2e} > {bound:g}: .pkl scores shifted by {shift:.3g} without a warning that says so")
     else:
         assert e <= bound, f"{READBACK[dtype]}: {e:.2e} > {bound:g}"
@@ -304,8 +305,7 @@ def test_to_gmm_reads_skl2onnx_graphs_or_refuses(workdir, name, dtype, variant):
         assert_clean_refusal(rc, err)
         return
     xr = x.astype(dtype).astype(np.float64)
-    outs = run(onnx.load(graph), x)
-    graph_err = rel_err(outs[list(outs)[-1]].reshape(-1), est.score_samples(xr))  # score_samples is the last output
+    graph_err = rel_err(run(onnx.load(graph), x)["score_samples"].reshape(-1), est.score_samples(xr))
     got, ref = _recovered_scores(back, x), est.score_samples(x)
     e = rel_err(got, ref)
     assert e <= tol(READBACK[dtype]) + graph_err, (
