@@ -58,5 +58,12 @@ def test_digits_study_quick(tmp_path):
     assert h["gmm_accuracy"] > 0.5  # the recovered components still sort the digits (chance: 0.1)
     assert np.isfinite(h["test_loglik"]) and np.isfinite(res["sklearn_full"]["test_loglik"])
     assert h["means"].shape == (10, 64) and h["prototypes"].shape == (10 * res["r"], 64)
-    assert 0 <= h["flagged"] <= 10
-    assert "test_loglik" in res["mlp"] or "error" in res["mlp"]
+    # what docs/recovery.md reports: a discriminatively trained layer is not a density of its classes,
+    # so every component is flagged, the neurons do not whiten (R² < 0, whitening error ≈ 1), and the
+    # recovered densities are far below a GaussianMixture fitted to the data; the classes still sort
+    assert h["flagged"] == 10 and np.median(h["r2"]) < 0 and np.median(h["werr"]) > 0.5
+    assert h["gmm_accuracy"] < h["net_accuracy"]
+    mlp, fitted = res["mlp"], res["sklearn_full"]["test_loglik"]
+    assert "error" not in mlp, mlp.get("error")  # automatic grouping recovers the plain MLP
+    assert mlp["flagged"] == 10 and sorted(mlp["group_sizes"]) == [res["r"]] * 10
+    assert h["test_loglik"] < fitted - 10 and mlp["test_loglik"] < fitted - 10
