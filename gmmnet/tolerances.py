@@ -71,6 +71,14 @@ TOL: dict[str, Tolerance] = {
                                          "covariances vs sklearn, relative", ("docs/recovery.md",)),
     "readback_skl2onnx_ll": Tolerance(1e-3, "skl2onnx's float32 graph read back: log-likelihood vs sklearn, "
                                             "relative (the float32 graph's own rounding)", ("docs/recovery.md",)),
+    # calibrated recovery (gmmnet.recover.calibrate) on a planted mixture: the layer has the true
+    # directions but wrong scales and means; 30,000 rows (sampling error, not arithmetic, sets these)
+    "calibration_planted_eigenvalue": Tolerance(
+        0.05, "calibrated recovery, planted mixture (30,000 rows): max |log λ̂/λ| over every eigenvalue and "
+              "residual variance", ("docs/recovery.md",)),
+    "calibration_planted_mean": Tolerance(
+        0.05, "calibrated recovery, planted mixture (30,000 rows): mean error in σ (Mahalanobis under the true "
+              "covariance)", ("docs/recovery.md",)),
 }
 
 

@@ -29,14 +29,17 @@ LITERAL = {
 
 
 def _token(value: float) -> re.Pattern:
-    """The value as written in prose or code: 1e-10, 1e-5 (not 1e-50), 2e-6, 2e-06."""
+    """The value as written in prose or code: 1e-10, 1e-5 (not 1e-50), 2e-6, 2e-06, or 0.05 where that is shorter."""
     mant, exp = quote(value).split("e")
-    return re.compile(rf"(?<![\d.]){re.escape(mant)}e-0?{abs(int(exp))}(?![\d])")
+    forms = [rf"{re.escape(mant)}e-0?{abs(int(exp))}"]
+    if "e" not in f"{value:g}":
+        forms.append(re.escape(f"{value:g}"))
+    return re.compile(rf"(?<![\d.])(?:{'|'.join(forms)})(?![\d])")
 
 
 def test_rows_are_well_formed():
     for name, row in TOL.items():
-        assert re.fullmatch(r"[a-z][a-z0-9_]{1,24}", name), name
+        assert re.fullmatch(r"[a-z][a-z0-9_]{1,39}", name), name
         assert math.isfinite(row.value) and row.value >= 0 and row.what.strip(), name
         for page in row.quoted:
             assert (ROOT / page).is_file(), f"{name}: quoted in {page}, which does not exist"
@@ -48,6 +51,7 @@ def test_rows_are_well_formed():
 def test_quote_writes_values_as_the_docs_do():
     assert [quote(v) for v in (0.0, 1e-10, 2e-6, 1.25e-11, 1.6e-3)] == ["0", "1e-10", "2e-6", "1.25e-11", "1.6e-3"]
     assert _token(1e-5).search("≤ 1e-5 and") and not _token(1e-5).search("1e-50") and _token(2e-6).search("2e-06")
+    assert _token(0.05).search("= 0.05σ") and not _token(0.05).search("0.055")
 
 
 def test_the_page_is_the_table():
