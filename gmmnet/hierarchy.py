@@ -208,23 +208,28 @@ def _normalize_levels(levels: Any) -> list[dict]:
 
 
 def _spectrum(c: Component) -> tuple[np.ndarray, np.ndarray]:
-    """Kept directions sorted by decreasing variance, and the full spectrum (kept + residual copies)."""
+    """Order of the directions by decreasing variance, and the full spectrum (kept + residual copies)."""
     order = np.argsort(-c.eigenvalues, kind="stable")
-    vecs, vals = c.eigenvectors[order], c.eigenvalues[order]
+    vals = c.eigenvalues[order]
     if c.residual_variance is not None:
         vals = np.concatenate([vals, np.full(c.n_features - c.rank, c.residual_variance)])
-    return vecs, vals
+    return order, vals
 
 
 def _truncate_component(c: Component, rank: int) -> Component:
-    vecs, vals = _spectrum(c)
+    order, vals = _spectrum(c)
     if rank >= c.rank:
         return c
     kept = vals[:rank]
     sigma2 = float(np.mean(vals[rank:]))  # ML residual: mean of the discarded variances (trace preserved)
+    if c.axis_aligned:  # the r axes of largest variance: r×d, never the d×d identity
+        vecs = np.zeros((rank, c.n_features))
+        vecs[np.arange(rank), order[:rank]] = 1.0
+    else:
+        vecs = c.stored_eigenvectors[order[:rank]]
     return Component(
         mean=c.mean,
-        eigenvectors=np.ascontiguousarray(vecs[:rank]),
+        eigenvectors=np.ascontiguousarray(vecs),
         eigenvalues=np.ascontiguousarray(kept),
         weight=c.weight,
         log_constant=c.log_constant,
@@ -606,7 +611,7 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
         if level is None:
             level = n - 1
         if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Integral) or not -n <= level < n:
-            raise ValueError(f"level must be an integer in [{-n}, {n - 1}] or None, got {level!r}")
+            raise LevelSpecError(f"level must be an integer in [{-n}, {n - 1}] or None, got {level!r}")
         level = int(level) % n
         return linalg.distances(self.levels_[level], self._features(X, level))
 
@@ -647,11 +652,19 @@ class HierarchicalGaussianMixture(TransformerMixin, DensityMixin, BaseEstimator)
         from .formats.sklearn import to_sklearn
 
         if isinstance(hierarchy, Mixture):
-            hierarchy = Hierarchy(levels=[hierarchy])
+            if hierarchy.input_transform is not None:
+                hierarchy = Hierarchy(levels=[hierarchy.model_copy(update={"input_transform": None})],
+                                      input_transform=hierarchy.input_transform)
+            else:
+                hierarchy = Hierarchy(levels=[hierarchy])
         if not isinstance(hierarchy, Hierarchy):
             raise errors.UnsupportedModelError(
                 f"from_ir takes a gmmnet.ir.Hierarchy or Mixture, got {type(hierarchy).__name__}"
             )
+        if hierarchy.input_transform is not None:
+            raise errors.UnsupportedModelError(
+                "this hierarchy lives behind an input transform (a pipeline's affine steps); "
+                "gmmnet.pipeline.to_estimator gives a Pipeline of AffineTransform and HierarchicalGaussianMixture")
         levels = list(hierarchy.levels)
         est = cls(levels=[_level_spec_from_ir(m) for m in levels])
         with warnings.catch_warnings():

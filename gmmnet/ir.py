@@ -23,11 +23,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
     model_validator,
 )
+
+from .errors import InvalidModelError
 
 SCHEMA_VERSION = "1.1"
 #: Versions this code reads: 1.0 lacks input transforms and stores diag/spherical directions as
@@ -112,11 +115,55 @@ def _finite(name: str, arr: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Errors: an invalid model reaches API callers as a GmmnetError
+
+
+class IRValidationError(InvalidModelError, ValidationError):
+    """An invalid IR model or document.
+
+    A :class:`gmmnet.errors.InvalidModelError` (CLI exit code 7) that is also pydantic's
+    ``ValidationError`` (and so a ``ValueError``): callers that catch either keep working, and
+    ``errors()`` lists every failing field.  ``str()`` is one line naming the first one, e.g.
+    ``components.2.eigenvalues: eigenvalues must be > 0 (min -1): the covariance is singular``.
+    """
+
+    def __str__(self) -> str:
+        return format_validation_error(self)
+
+
+def _as_ir_error(exc: ValidationError) -> IRValidationError:
+    if isinstance(exc, IRValidationError):
+        return exc
+    return IRValidationError.from_exception_data(exc.title, exc.errors(include_url=False))
+
+
+# ---------------------------------------------------------------------------
 # Models
 
 
 class _Base(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False)
+
+    # Every way in raises IRValidationError (a GmmnetError), not pydantic's bare ValidationError.
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _as_ir_error(exc) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kw: Any):
+        try:
+            return super().model_validate(obj, **kw)
+        except ValidationError as exc:
+            raise _as_ir_error(exc) from None
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kw: Any):
+        try:
+            return super().model_validate_json(json_data, **kw)
+        except ValidationError as exc:
+            raise _as_ir_error(exc) from None
 
 
 class Component(_Base):
@@ -149,9 +196,14 @@ class Component(_Base):
     residual_variance: float | None = Field(
         default=None, gt=0.0, description="Isotropic variance of the discarded directions when r < n_features."
     )
+    # set once the checks below pass: a mixture built from validated components does not repeat
+    # them (pydantic re-runs "after" validators on model instances); model_copy with new arrays clears it
+    _checked: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
     def _check(self) -> "Component":
+        if self.__pydantic_private__ and self.__pydantic_private__.get("_checked"):
+            return self
         m, v, lam = self.mean, self.stored_eigenvectors, self.eigenvalues
         if m.ndim != 1 or m.size == 0:
             raise ValueError(f"mean must be a non-empty vector, got shape {m.shape}")
@@ -174,11 +226,12 @@ class Component(_Base):
         if np.any(lam <= 0):
             raise ValueError(f"eigenvalues must be > 0 (min {lam.min():.3g}): the covariance is singular")
         if v is not None:
-            gram_err = np.max(np.abs(v @ v.T - np.eye(v.shape[0])))
-            if gram_err > ORTHONORMAL_TOL:
-                raise ValueError(f"eigenvectors are not orthonormal rows (max |VVᵀ−I| = {gram_err:.3g} > {ORTHONORMAL_TOL})")
             if v.shape[0] < d and self.residual_variance is None:
                 raise ValueError("residual_variance is required when fewer than n_features eigenvectors are kept")
+            gram_err = _orthonormality_error(v)
+            if gram_err > ORTHONORMAL_TOL:
+                raise ValueError(f"eigenvectors are not orthonormal rows (max |VVᵀ−I| = {gram_err:.3g} > {ORTHONORMAL_TOL})")
+        self._checked = True
         return self
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "Component":
@@ -186,7 +239,10 @@ class Component(_Base):
         if update and "eigenvectors" in update:
             update = dict(update)
             update["stored_eigenvectors"] = update.pop("eigenvectors")
-        return super().model_copy(update=update, deep=deep)
+        out = super().model_copy(update=update, deep=deep)
+        if update and set(update) & {"mean", "stored_eigenvectors", "eigenvalues", "log_constant", "residual_variance"}:
+            out._checked = False  # unvalidated numbers: a mixture built from this copy checks them
+        return out
 
     @property
     def axis_aligned(self) -> bool:
@@ -210,6 +266,16 @@ class Component(_Base):
         return int(self.eigenvalues.size)
 
 
+def _orthonormality_error(v: np.ndarray) -> float:
+    """max |V Vᵀ − I| (one symmetric product, single-threaded: K of them run in a loop)."""
+    from .linalg import serial_blas
+
+    with serial_blas():
+        gram = v @ v.T
+    gram[np.diag_indices_from(gram)] -= 1.0
+    return float(np.max(np.abs(gram)))
+
+
 def _is_identity(v: np.ndarray) -> bool:
     """V is the d×d identity (checked without building one)."""
     return v.ndim == 2 and v.shape[0] == v.shape[1] and np.count_nonzero(v) == v.shape[0] and bool(np.all(np.diagonal(v) == 1.0))
@@ -228,34 +294,57 @@ class InputTransform(_Base):
 
     The mixture (its n_features = k) is over z; the graph's input is x.  Composed from a
     scikit-learn Pipeline's affine steps (scalers, PCA, TruncatedSVD); see docs/converting.md.
+    A diagonal A (scalers only) is stored as its diagonal, ``scale`` (then k = d_in), so that a
+    scaler in front of a wide diag mixture never costs d² numbers; otherwise ``matrix`` holds A.
     """
 
-    matrix: Array = Field(description="A, shape (n_components_out k, n_inputs d_in).")
+    matrix: Array | None = Field(default=None, description="A, shape (k, n_inputs); null when A is diagonal (see scale).")
+    scale: Array | None = Field(default=None, description="diag(A), shape (k,), when A is diagonal (matrix null).")
     offset: Array = Field(description="c, shape (k,).")
     steps: list[TransformStep] = Field(default_factory=list, description="The steps A and c were composed from.")
 
     @model_validator(mode="after")
     def _check(self) -> "InputTransform":
-        a, c = self.matrix, self.offset
-        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-            raise ValueError(f"matrix must be a non-empty 2-D array (k, n_inputs), got shape {a.shape}")
-        if c.shape != (a.shape[0],):
-            raise ValueError(f"offset must have shape ({a.shape[0]},), got {c.shape}")
-        _finite("matrix", a)
+        a, s, c = self.matrix, self.scale, self.offset
+        if (a is None) == (s is None):
+            raise ValueError("give exactly one of matrix (A) and scale (a diagonal A)")
+        if a is not None:
+            if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+                raise ValueError(f"matrix must be a non-empty 2-D array (k, n_inputs), got shape {a.shape}")
+            _finite("matrix", a)
+        else:
+            if s.ndim != 1 or s.size < 1:
+                raise ValueError(f"scale must be a non-empty vector, got shape {s.shape}")
+            _finite("scale", s)
+        k = a.shape[0] if a is not None else s.size
+        if c.shape != (k,):
+            raise ValueError(f"offset must have shape ({k},), got {c.shape}")
         _finite("offset", c)
         return self
 
     @property
+    def diagonal(self) -> bool:
+        """True when A is diagonal (stored as :attr:`scale`)."""
+        return self.matrix is None
+
+    @property
     def n_inputs(self) -> int:
-        return int(self.matrix.shape[1])
+        return int(self.scale.size if self.matrix is None else self.matrix.shape[1])
 
     @property
     def n_outputs(self) -> int:
-        return int(self.matrix.shape[0])
+        return int(self.offset.size)
+
+    def dense(self) -> np.ndarray:
+        """A as a dense (k, n_inputs) array (k² numbers for a diagonal A: mind large k)."""
+        return np.diag(self.scale) if self.matrix is None else self.matrix
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """z = x Aᵀ + c for rows x (float64)."""
-        return np.asarray(x, dtype=np.float64) @ self.matrix.T + self.offset
+        x = np.asarray(x, dtype=np.float64)
+        if self.matrix is None:
+            return x * self.scale + self.offset
+        return x @ self.matrix.T + self.offset
 
 
 def _check_version(version: str) -> None:
@@ -303,7 +392,7 @@ class Mixture(_Base):
         for k, c in enumerate(self.components):
             if c.n_features != d:
                 raise ValueError(f"components[{k}].mean has {c.n_features} features, expected n_features={d}")
-        total = sum(c.weight for c in self.components)
+        total = math.fsum(c.weight for c in self.components)
         if abs(total - 1.0) > WEIGHT_SUM_TOL:
             raise ValueError(f"component weights sum to {total!r}, expected 1 (tolerance {WEIGHT_SUM_TOL})")
         ct = self.covariance_type
@@ -317,18 +406,27 @@ class Mixture(_Base):
                     raise ValueError(f"components[{k}].eigenvalues must be equal for covariance_type='spherical'")
         if ct == "tied":
             c0 = self.components[0]
+            v0 = c0.stored_eigenvectors
             for k, c in enumerate(self.components[1:], start=1):
-                same = (c.axis_aligned and c0.axis_aligned) or (
-                    not c.axis_aligned and not c0.axis_aligned
-                    and np.array_equal(c.stored_eigenvectors, c0.stored_eigenvectors))
+                v = c.stored_eigenvectors
+                same = (v is None and v0 is None) or (
+                    v is not None and v0 is not None and (v is v0 or np.array_equal(v, v0)))
                 if not (same and np.array_equal(c.eigenvalues, c0.eigenvalues)):
                     raise ValueError(f"components[{k}] differs from components[0] in covariance for covariance_type='tied'")
+                if v is not None and v is not v0:
+                    c.stored_eigenvectors = v0  # identical: share one array (checked and kept once)
         return self
 
     # numpy views -----------------------------------------------------------
     @property
     def n_components(self) -> int:
         return len(self.components)
+
+    @property
+    def n_inputs(self) -> int:
+        """Width of the model's input x: the transform's n_inputs, else n_features."""
+        t = self.input_transform
+        return self.n_features if t is None else t.n_inputs
 
     @property
     def weights(self) -> np.ndarray:
@@ -373,6 +471,12 @@ class Hierarchy(_Base):
                 )
         return self
 
+    @property
+    def n_inputs(self) -> int:
+        """Width of the model's input x: the transform's n_inputs, else level 0's n_features."""
+        t = self.input_transform
+        return self.levels[0].n_features if t is None else t.n_inputs
+
     def to_json(self, **kw: Any) -> str:
         return self.model_dump_json(**kw)
 
@@ -382,8 +486,19 @@ _DOCUMENT = TypeAdapter(Document)
 
 
 def from_json(text: str | bytes) -> Mixture | Hierarchy:
-    """Parse and validate an IR document (raises pydantic.ValidationError)."""
-    return _DOCUMENT.validate_json(text)
+    """Parse and validate an IR document.
+
+    Raises
+    ------
+    IRValidationError
+        An :class:`~gmmnet.errors.InvalidModelError` (also pydantic's ``ValidationError``) whose
+        message names the first failing field; ``errors()[0]["type"] == "json_invalid"`` when the
+        text is not JSON at all.
+    """
+    try:
+        return _DOCUMENT.validate_json(text)
+    except ValidationError as exc:
+        raise _as_ir_error(exc) from None
 
 
 def json_schema() -> dict:
@@ -400,4 +515,7 @@ def format_validation_error(exc: ValidationError) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("mixture", "hierarchy"))
     msg = err.get("msg", "invalid").removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{loc or 'document'}: {msg}{more}"
+    if not loc:  # a model-level check: name the model unless it is a whole document
+        title = getattr(exc, "title", "")
+        loc = "document" if title in ("Mixture", "Hierarchy") or title.startswith("tagged-union") else (title.lower() or "document")
+    return f"{loc}: {msg}{more}"

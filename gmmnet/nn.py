@@ -27,6 +27,8 @@ import numpy as np
 from . import linalg
 from .errors import InvalidModelError, UnsupportedModelError
 from .ir import Component, Mixture, Provenance
+from .limits import check_bytes
+from .pipeline import InvalidDataError, InvalidParameterError
 from .versions import library_versions
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "to_torch",
 ]
 
+# Note (issue 16): these choices are declared again by the ONNX exporter; import them from
+# gmmnet.formats.onnx.options once its ExportOptions model lands, instead of repeating them here.
 ACTIVATIONS = ("abs", "relu")
 INIT_ACTIVATIONS = ("abs", "relu", "shifted_relu")
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -87,18 +91,24 @@ class MixtureOutput(NamedTuple):
 
 
 def _as_mixture(model) -> Mixture:
-    if isinstance(model, Mixture):
-        return model
-    if getattr(model, "kind", None) == "hierarchy":
-        raise UnsupportedModelError("gmmnet.nn takes a single Mixture, not a Hierarchy")
-    from .formats.sklearn import from_sklearn
+    if not isinstance(model, Mixture):
+        if getattr(model, "kind", None) == "hierarchy":
+            raise UnsupportedModelError("gmmnet.nn takes a single Mixture, not a Hierarchy")
+        from .formats.sklearn import from_sklearn
 
-    return from_sklearn(model)
+        model = from_sklearn(model)
+        if not isinstance(model, Mixture):
+            raise UnsupportedModelError("gmmnet.nn takes a single Mixture, not a Hierarchy")
+    if model.input_transform is not None:
+        raise UnsupportedModelError(
+            "gmmnet.nn takes a mixture without an input transform (a pipeline's affine steps); "
+            "gmmnet.linalg.raw_view gives the mixture over the raw inputs when the transform is invertible")
+    return model
 
 
 def _check_choice(name: str, value, choices) -> str:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise InvalidParameterError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
@@ -107,7 +117,9 @@ def _np64(t) -> np.ndarray:
 
 
 def _stacked_neurons(mixture: Mixture) -> tuple[np.ndarray, np.ndarray]:
-    """(W, b) of all components' neurons, component-major, float64."""
+    """(W, b) of all components' neurons, component-major, float64 (dense: Σ_k r_k × d numbers)."""
+    rows = sum(c.rank for c in mixture.components)
+    check_bytes(2 * 8.0 * rows * mixture.n_features, f"a dense layer of {rows} neurons over {mixture.n_features} inputs")
     ws, bs = [], []
     for c in mixture.components:
         w, b = linalg.neurons(c.mean, c.eigenvectors, c.eigenvalues)
@@ -327,6 +339,8 @@ def to_torch(mixture, *, activation: str = "abs", dtype=torch.float64, device=No
                 f"component {k} keeps {c.rank} of {d} directions (rank-truncated); "
                 "to_torch needs full-rank components for now"
             )
+    rows = m.n_components * d * (2 if activation == "relu" else 1)  # the network's Linear is dense
+    check_bytes(8.0 * rows * d * 3, f"a network of {rows} neurons over {d} inputs")
     net = MixtureNetwork(d, m.n_components, activation=activation, normalize=normalize,
                          covariance_type=m.covariance_type, dtype=dtype, device=device)
     init_linear_from_mixture(net.linear, m, activation=activation)
@@ -360,7 +374,7 @@ def _structured(comps: list[dict], d: int, covariance_type: str) -> tuple[str, l
             if np.any(np.abs(off) > _STRUCTURE_RTOL * np.sqrt(np.outer(diag, diag))):
                 break
             lam = 1.0 / diag
-            out.append({**c, "eigenvectors": np.eye(d), "eigenvalues": lam})
+            out.append({**c, "eigenvectors": None, "eigenvalues": lam})  # axis-aligned: no identity stored
         else:
             if covariance_type == "diag":
                 return "diag", out
@@ -480,7 +494,7 @@ def mixture_from_module(module, *, n_components: int | None = None, activation: 
             W, B = (W[:n] - W[n:]) / 2, (B[:n] - B[n:]) / 2
         elif activation == "shifted_relu":
             if delta is None:
-                raise ValueError("activation='shifted_relu' needs the delta used at initialization")
+                raise InvalidParameterError("activation='shifted_relu' needs the delta used at initialization")
             W, B = -W, -(B - np.broadcast_to(np.asarray(delta, dtype=np.float64), B.shape))
         if n_components is None:
             if W.shape[0] % d:
@@ -711,7 +725,7 @@ def init_linear_from_mixture(linear: nn.Linear, mixture, activation: str = "abs"
         W, b = np.concatenate([W, -W]), np.concatenate([b, -b])
     elif activation == "shifted_relu":
         if delta is None:
-            raise ValueError("activation='shifted_relu' needs delta (the shift in standard deviations, paper eq. 10)")
+            raise InvalidParameterError("activation='shifted_relu' needs delta (the shift in standard deviations, paper eq. 10)")
         dl = np.asarray(delta, dtype=np.float64)
         if dl.ndim > 1 or (dl.ndim == 1 and dl.shape != b.shape):
             raise ShapeError(f"delta must be a scalar or have shape {b.shape}, got {dl.shape}")
@@ -740,10 +754,10 @@ def _kmeans_mixture(x: np.ndarray, n_components: int, covariance_type: str, reg_
         bases = [(vecs, vals)] * len(present)
     elif covariance_type == "full":
         bases = [linalg.basis_from_covariance(df.T @ df / len(df) + reg_covar * np.eye(d)) for df in diffs]
-    elif covariance_type == "diag":
-        bases = [(np.eye(d), np.mean(df * df, axis=0) + reg_covar) for df in diffs]
+    elif covariance_type == "diag":  # axis-aligned: no d×d identity
+        bases = [(None, np.mean(df * df, axis=0) + reg_covar) for df in diffs]
     else:
-        bases = [(np.eye(d), np.full(d, np.mean(df * df) + reg_covar)) for df in diffs]
+        bases = [(None, np.full(d, np.mean(df * df) + reg_covar)) for df in diffs]
     weights = counts / counts.sum()
     comps = [Component(mean=means[j], eigenvectors=v, eigenvalues=lam, weight=float(weights[j]))
              for j, (v, lam) in enumerate(bases)]
@@ -794,14 +808,14 @@ def init_from_data(X, n_components: int, *, method: str = "gmm", covariance_type
     _check_choice("covariance_type", covariance_type, COVARIANCE_TYPES)
     _check_choice("activation", activation, INIT_ACTIVATIONS)
     if isinstance(n_components, (bool, np.bool_)) or not isinstance(n_components, numbers.Integral) or n_components < 1:
-        raise ValueError(f"n_components must be an integer >= 1, got {n_components!r}")
+        raise InvalidParameterError(f"n_components must be an integer >= 1, got {n_components!r}")
     if torch.is_tensor(X):
         X = X.detach().cpu().to(torch.float64).numpy()
     x = np.asarray(X, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1:
         raise ShapeError(f"X must be a 2-D array with at least one row, got shape {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise ValueError("X has non-finite values")
+        raise InvalidDataError("X has non-finite values")
     if method == "gmm":
         from sklearn.mixture import GaussianMixture
 

@@ -1,5 +1,9 @@
 """scikit-learn estimators built on the GMM ⇄ network mapping (no torch).
 
+:class:`AffineTransform`
+    A fitted linear map z = A x + c (what a Pipeline's scalers and PCA compose to).
+    :func:`to_estimator` turns an IR document with an input transform back into a
+    ``Pipeline(AffineTransform, GaussianMixture)`` that scores raw data like the original pipeline.
 :class:`MahalanobisFeatures`
     A transformer whose features are the Abs activations of a Gaussian mixture's neurons,
     ``|w_i x + b_i|``: the distance of x from each component's mean along each principal
@@ -35,16 +39,26 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 
 from . import errors, linalg
-from .ir import Component, Mixture, Provenance
+from .ir import Component, Hierarchy, InputTransform, Mixture, Provenance, TransformStep
 from .versions import library_versions
 
-__all__ = ["EstimatorNotFittedError", "GaussianMixtureClassifier", "MahalanobisFeatures"]
+__all__ = ["AffineTransform", "EstimatorNotFittedError", "GaussianMixtureClassifier", "InvalidDataError",
+           "InvalidParameterError", "MahalanobisFeatures", "to_estimator"]
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 class EstimatorNotFittedError(errors.NotFittedError, _SklearnNotFittedError):
     """The estimator is used before ``fit``: both gmmnet's and scikit-learn's ``NotFittedError``."""
+
+
+class InvalidParameterError(errors.UsageError, ValueError):
+    """A parameter outside its allowed values: a :class:`gmmnet.errors.UsageError` (exit code 2) that is
+    also the ``ValueError`` scikit-learn's conventions (and ``check_estimator``) expect."""
+
+
+class InvalidDataError(errors.DataError, ValueError):
+    """Data an estimator cannot use: a :class:`gmmnet.errors.DataError` that is also a ``ValueError``."""
 
 
 def _check_fitted(est, attr: str) -> None:
@@ -57,9 +71,10 @@ def _check_fitted(est, attr: str) -> None:
 def _check_params(est) -> None:
     n = est.n_components
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n_components must be an integer >= 1, got {n!r}")
+        raise InvalidParameterError(f"n_components must be an integer >= 1, got {n!r}")
     if est.covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {est.covariance_type!r}")
+        raise InvalidParameterError(
+            f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, got {est.covariance_type!r}")
 
 
 def _gaussian_mixture(est, n_components: int) -> GaussianMixture:
@@ -180,9 +195,9 @@ class MahalanobisFeatures(TransformerMixin, BaseEstimator):
                 "mixture must be None, a gmmnet.ir.Mixture or a scikit-learn GaussianMixture/"
                 f"BayesianGaussianMixture, got {type(given).__name__}"
             )
-        if self.mixture_.n_features != X.shape[1]:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but the given mixture has {self.mixture_.n_features}"
+        if self.mixture_.n_inputs != X.shape[1]:
+            raise InvalidDataError(
+                f"X has {X.shape[1]} features, but the given mixture takes {self.mixture_.n_inputs}"
             )
         self.n_features_out_ = int(sum(c.rank for c in self.mixture_.components))
         self.n_iter_ = int(getattr(self.estimator_, "n_iter_", 0))
@@ -336,15 +351,15 @@ class GaussianMixtureClassifier(ClassifierMixin, BaseEstimator):
         else:
             prior = np.asarray(self.priors, dtype=np.float64)
             if prior.shape != (n_classes,):
-                raise ValueError(f"priors must have one entry per class ({n_classes}), got shape {prior.shape}")
+                raise InvalidParameterError(f"priors must have one entry per class ({n_classes}), got shape {prior.shape}")
             if np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
-                raise ValueError("priors must be non-negative and sum to 1")
+                raise InvalidParameterError("priors must be non-negative and sum to 1")
             prior = prior / prior.sum()
         self.class_prior_ = prior
         estimators = []
         for c in range(n_classes):
             if counts[c] < self.n_components:
-                raise ValueError(
+                raise InvalidDataError(
                     f"class {self.classes_[c]!r} has {counts[c]} samples, fewer than n_components={self.n_components}"
                 )
             estimators.append(_gaussian_mixture(self, self.n_components).fit(X[y_idx == c]))
@@ -416,6 +431,10 @@ class GaussianMixtureClassifier(ClassifierMixin, BaseEstimator):
         jll = self.predict_joint_log_proba(X)
         return self.classes_[np.argmax(jll, axis=1)]
 
+    def to_ir(self) -> Mixture:
+        """The IR of the classifier: :meth:`to_mixture` (what ``gmmnet.from_sklearn`` reads)."""
+        return self.to_mixture()
+
     def to_mixture(self) -> Mixture:
         """All classes' components as one IR mixture.
 
@@ -454,3 +473,168 @@ class GaussianMixtureClassifier(ClassifierMixin, BaseEstimator):
                 },
             ),
         )
+
+
+# ---------------------------------------------------------------------------
+# AffineTransform and the way back from the IR
+
+
+class AffineTransform(TransformerMixin, BaseEstimator):
+    """The fitted affine map z = A x + c of a pipeline's preprocessing, as one transformer.
+
+    ``Pipeline([("affinetransform", AffineTransform(...)), ("gaussianmixture", gm)])`` scores raw
+    rows like the pipeline the IR came from (:func:`to_estimator` builds it).  It holds only numpy
+    arrays and builtins, so pickle, joblib and skops files of it load with gmmnet's restricted
+    loaders.
+
+    Parameters
+    ----------
+    matrix : array-like of shape (k, n_features) or None, default=None
+        A.  Give this or ``scale``.
+    scale : array-like of shape (n_features,) or None, default=None
+        The diagonal of A when A is diagonal (scalers only).
+    offset : array-like of shape (k,) or None, default=None
+        c (zeros when None).
+    steps : list of dict or None, default=None
+        Provenance: the steps A and c were composed from (``name``, ``cls``, ``params``).
+
+    Attributes
+    ----------
+    matrix_ : ndarray of shape (k, n_features) or None
+    scale_ : ndarray of shape (n_features,) or None
+    offset_ : ndarray of shape (k,)
+    steps_ : list of dict
+    n_features_in_ : int
+    n_features_out_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gmmnet.pipeline import AffineTransform
+    >>> t = AffineTransform(scale=[2.0, 0.5], offset=[1.0, 0.0]).fit(np.zeros((1, 2)))
+    >>> t.transform([[1.0, 4.0]]).tolist()
+    [[3.0, 2.0]]
+    """
+
+    def __init__(self, matrix=None, scale=None, offset=None, steps=None):
+        self.matrix = matrix
+        self.scale = scale
+        self.offset = offset
+        self.steps = steps
+
+    def fit(self, X=None, y=None):
+        """Validate the parameters (nothing is learned from X).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or None
+            Checked against A's width when given.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        t = _input_transform(self.matrix, self.scale, self.offset, self.steps)
+        self.matrix_ = None if t.matrix is None else t.matrix.copy()
+        self.scale_ = None if t.scale is None else t.scale.copy()
+        self.offset_ = t.offset.copy()
+        self.steps_ = [step.model_dump() for step in t.steps]
+        self.n_features_in_ = t.n_inputs
+        self.n_features_out_ = t.n_outputs
+        if X is not None:
+            validate_data(self, X, dtype=np.float64, reset=False)
+        return self
+
+    def transform(self, X):
+        """z = X Aᵀ + c.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_out_), float64
+        """
+        _check_fitted(self, "offset_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        if self.matrix_ is None:
+            return X * self.scale_ + self.offset_
+        return X @ self.matrix_.T + self.offset_
+
+    def to_input_transform(self) -> InputTransform:
+        """The fitted map as the IR's :class:`gmmnet.ir.InputTransform` (``gmmnet.from_sklearn`` reads it)."""
+        _check_fitted(self, "offset_")
+        return _input_transform(self.matrix_, self.scale_, self.offset_, self.steps_)
+
+    @classmethod
+    def from_input_transform(cls, transform: InputTransform) -> "AffineTransform":
+        """A fitted AffineTransform for an IR input transform."""
+        steps = [step.model_dump() for step in transform.steps]
+        return cls(matrix=transform.matrix, scale=transform.scale, offset=transform.offset, steps=steps).fit()
+
+    def get_feature_names_out(self, input_features=None):
+        """``z0``, ``z1``, …: the transformed features.
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        ndarray of str objects
+        """
+        _check_fitted(self, "offset_")
+        return np.asarray([f"z{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
+
+def _input_transform(matrix, scale, offset, steps) -> InputTransform:
+    if (matrix is None) == (scale is None):
+        raise InvalidParameterError("AffineTransform needs exactly one of matrix and scale")
+    a = None if matrix is None else np.asarray(matrix, dtype=np.float64)
+    s = None if scale is None else np.asarray(scale, dtype=np.float64)
+    k = a.shape[0] if a is not None and a.ndim == 2 else (s.size if s is not None else 0)
+    c = np.zeros(k) if offset is None else np.asarray(offset, dtype=np.float64)
+    return InputTransform(matrix=a, scale=s, offset=c,
+                          steps=[TransformStep(**step) if isinstance(step, dict) else step for step in (steps or [])])
+
+
+def to_estimator(document):
+    """A fitted scikit-learn estimator that scores like an IR document.
+
+    Parameters
+    ----------
+    document : gmmnet.ir.Mixture or gmmnet.ir.Hierarchy
+
+    Returns
+    -------
+    estimator
+        A ``GaussianMixture`` (:func:`gmmnet.formats.sklearn.to_sklearn`) for a mixture, a
+        :class:`~gmmnet.hierarchy.HierarchicalGaussianMixture` for a hierarchy; with an input
+        transform, a ``Pipeline`` of an :class:`AffineTransform` and that estimator, whose
+        ``score_samples`` on raw rows is the original pipeline's.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from .formats.sklearn import to_sklearn
+    from .hierarchy import HierarchicalGaussianMixture
+
+    if isinstance(document, Hierarchy):
+        bare = Hierarchy(levels=document.levels, provenance=document.provenance)
+        last, name = HierarchicalGaussianMixture.from_ir(bare), "hierarchicalgaussianmixture"
+    elif isinstance(document, Mixture):
+        bare = document if document.input_transform is None else document.model_copy(update={"input_transform": None})
+        last, name = to_sklearn(bare), "gaussianmixture"
+    else:
+        raise errors.UnsupportedModelError(f"to_estimator takes a gmmnet Mixture or Hierarchy, got {type(document).__name__}")
+    t = document.input_transform
+    if t is None:
+        return last
+    return Pipeline([("affinetransform", AffineTransform.from_input_transform(t)), (name, last)])

@@ -9,6 +9,7 @@ from mixtures import random_mixture
 from pydantic import ValidationError
 
 from gmmnet import ir, linalg
+from gmmnet.errors import GmmnetError, InvalidModelError
 from gmmnet.ir import Component, Hierarchy, Mixture
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
@@ -71,9 +72,10 @@ def _one(**over):
 def test_validation_names_the_field(over, field, text):
     doc = {"kind": "mixture", "n_features": 2, "components": [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
                                                              for k, v in _one(**over).items()}]}
-    with pytest.raises(ValidationError) as exc:
+    with pytest.raises(InvalidModelError) as exc:
         ir.from_json(json.dumps(doc))
     line = ir.format_validation_error(exc.value)
+    assert str(exc.value) == line  # the error's own message is the one line
     assert line.startswith("components.0"), line
     assert field in line or text in line
     assert text in line
@@ -81,24 +83,24 @@ def test_validation_names_the_field(over, field, text):
 
 def test_weights_must_sum_to_one():
     c = _one(weight=0.4)
-    with pytest.raises(ValidationError, match="sum to"):
+    with pytest.raises(InvalidModelError, match="sum to"):
         Mixture(n_features=2, components=[Component(**c), Component(**c)])
 
 
 def test_structure_of_covariance_type_is_checked():
     rot = np.array([[0.6, 0.8], [-0.8, 0.6]])
-    with pytest.raises(ValidationError, match="identity"):
+    with pytest.raises(InvalidModelError, match="identity"):
         Mixture(n_features=2, covariance_type="diag", components=[Component(**_one(eigenvectors=rot))])
-    with pytest.raises(ValidationError, match="equal"):
+    with pytest.raises(InvalidModelError, match="equal"):
         Mixture(n_features=2, covariance_type="spherical",
                 components=[Component(**_one(eigenvalues=np.array([1.0, 2.0])))])
     a, b = Component(**_one(weight=0.5)), Component(**_one(weight=0.5, eigenvalues=np.array([2.0, 1.0])))
-    with pytest.raises(ValidationError, match="tied"):
+    with pytest.raises(InvalidModelError, match="tied"):
         Mixture(n_features=2, covariance_type="tied", components=[a, b])
 
 
 def test_rank_truncated_needs_residual():
-    with pytest.raises(ValidationError, match="residual_variance"):
+    with pytest.raises(InvalidModelError, match="residual_variance"):
         Component(mean=np.zeros(3), eigenvectors=np.eye(3)[:2], eigenvalues=np.ones(2), weight=1.0)
     c = Component(mean=np.zeros(3), eigenvectors=np.eye(3)[:2], eigenvalues=np.ones(2), weight=1.0, residual_variance=0.5)
     assert c.rank == 2
@@ -108,10 +110,10 @@ def test_malformed_array_objects_are_rejected():
     bad = {"dtype": "<f4", "shape": [2], "base64": "AAAAAAAAAAA="}
     doc = {"kind": "mixture", "n_features": 2, "components": [dict(_one(), mean=bad, eigenvectors=[[1, 0], [0, 1]],
                                                                    eigenvalues=[1, 1])]}
-    with pytest.raises(ValidationError, match="dtype"):
+    with pytest.raises(InvalidModelError, match="dtype"):
         ir.from_json(json.dumps(doc))
     doc["components"][0]["mean"] = {"dtype": "<f8", "shape": [3], "base64": "AAAAAAAAAAA="}
-    with pytest.raises(ValidationError, match="bytes"):
+    with pytest.raises(InvalidModelError, match="bytes"):
         ir.from_json(json.dumps(doc))
 
 
@@ -121,7 +123,7 @@ def test_hierarchy_levels_chain_features(rng):
     h = Hierarchy(levels=[lvl0, lvl1])
     back = ir.from_json(h.to_json())
     assert isinstance(back, Hierarchy) and len(back.levels) == 2
-    with pytest.raises(ValidationError, match="neurons of levels"):
+    with pytest.raises(InvalidModelError, match="neurons of levels"):
         Hierarchy(levels=[lvl0, random_mixture(rng, 2, 5, "diag")])
 
 
@@ -153,7 +155,7 @@ def test_schema_1_0_identity_eigenvectors_are_read_as_axis_aligned():
     x = np.random.default_rng(2).standard_normal((4, 3))
     assert np.array_equal(linalg.log_likelihood(back, x), linalg.log_likelihood(m, x))
     doc["schema_version"] = "2.0"
-    with pytest.raises(ValidationError, match="schema_version"):
+    with pytest.raises(InvalidModelError, match="schema_version"):
         ir.from_json(json.dumps(doc))
 
 
@@ -187,8 +189,46 @@ def test_input_transform_round_trip_and_checks():
     back = ir.from_json(mt.to_json())
     assert back.input_transform.n_inputs == 4 and back.input_transform.steps[0].params == {"whiten": False}
     assert np.array_equal(back.input_transform.apply(np.ones((1, 4))), np.ones((1, 4)) @ t.matrix.T + 1)
-    with pytest.raises(ValidationError, match="input_transform.matrix has 3 rows, expected 2"):
+    with pytest.raises(InvalidModelError, match="input_transform.matrix has 3 rows, expected 2"):
         Mixture(n_features=2, covariance_type="diag", input_transform=t,
                 components=[Component(mean=np.zeros(2), eigenvalues=np.ones(2), weight=1.0)])
-    with pytest.raises(ValidationError, match="offset must have shape"):
+    with pytest.raises(InvalidModelError, match="offset must have shape"):
         ir.InputTransform(matrix=np.eye(2), offset=np.ones(3))
+
+
+def test_diagonal_input_transform_stores_no_matrix():
+    t = ir.InputTransform(scale=np.array([2.0, 0.5, 4.0]), offset=np.array([1.0, 0.0, -1.0]))
+    assert t.diagonal and t.n_inputs == t.n_outputs == 3
+    x = np.arange(6.0).reshape(2, 3)
+    assert np.array_equal(t.apply(x), x * t.scale + t.offset)
+    assert np.array_equal(t.dense(), np.diag(t.scale))
+    doc = json.loads(t.model_dump_json())
+    assert doc["matrix"] is None and doc["scale"]["shape"] == [3]
+    with pytest.raises(InvalidModelError, match="exactly one of matrix"):
+        ir.InputTransform(matrix=np.eye(3), scale=np.ones(3), offset=np.zeros(3))
+    with pytest.raises(InvalidModelError, match="exactly one of matrix"):
+        ir.InputTransform(offset=np.zeros(3))
+    m = random_mixture(np.random.default_rng(4), 2, 3, "diag")
+    mt = Mixture(n_features=3, covariance_type="diag", components=m.components, input_transform=t)
+    assert mt.n_inputs == 3 and ir.from_json(mt.to_json()).input_transform.scale.tobytes() == t.scale.tobytes()
+
+
+def test_invalid_models_raise_one_exception_for_every_caller():
+    """An IRValidationError is gmmnet's InvalidModelError and pydantic's ValidationError (a ValueError)."""
+    bad = {"kind": "mixture", "n_features": 2, "components": [_one(weight=0.5)]}
+    for make in (lambda: Mixture(**{k: v for k, v in bad.items() if k != "kind"}),
+                 lambda: Mixture.model_validate(bad),
+                 lambda: Mixture.model_validate_json(json.dumps(bad, default=lambda a: a.tolist())),
+                 lambda: ir.from_json(json.dumps(bad, default=lambda a: a.tolist()))):
+        with pytest.raises(ir.IRValidationError) as exc:
+            make()
+        err = exc.value
+        assert isinstance(err, GmmnetError) and isinstance(err, ValidationError) and isinstance(err, ValueError)
+        assert err.exit_code == 7 and str(err).startswith("document: component weights sum to 0.5")
+
+
+def test_tied_components_share_one_eigenvector_array():
+    m = random_mixture(np.random.default_rng(5), 4, 3, "tied")
+    back = ir.from_json(m.to_json())
+    v0 = back.components[0].stored_eigenvectors
+    assert all(c.stored_eigenvectors is v0 for c in back.components)

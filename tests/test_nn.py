@@ -490,3 +490,36 @@ def test_api_doc_examples(capsys):
     printed = capsys.readouterr().out
     assert "Linear(in_features=13, out_features=52, bias=True)" in printed
     assert "['chem__c0_pc0' 'chem__c0_pc1']" in printed and "['c0_pc0' 'c0_pc1' 'c0_pc2' 'c0_pc3']" in printed
+
+
+def test_mixtures_behind_an_input_transform_are_refused_by_name(wine):
+    from gmmnet.ir import InputTransform
+
+    m = from_sklearn(GaussianMixture(2, covariance_type="diag", random_state=0).fit(wine))
+    mt = m.model_copy(update={"input_transform": InputTransform(scale=np.ones(13), offset=np.zeros(13))})
+    with pytest.raises(UnsupportedModelError, match="input transform .*raw_view"):
+        to_torch(mt)
+
+
+def test_a_wide_network_is_refused_before_it_is_allocated():
+    from gmmnet.errors import ResourceLimitError
+    from gmmnet.limits import set_max_memory
+
+    d = 3000  # a diag mixture's dense Linear: K·d × d = 2·3000² floats
+    m = Mixture(n_features=d, covariance_type="diag",
+                components=[Component(mean=np.zeros(d), eigenvalues=np.ones(d), weight=0.5)] * 2)
+    set_max_memory("64M")
+    try:
+        with pytest.raises(ResourceLimitError, match="a network of 6000 neurons over 3000 inputs"):
+            to_torch(m)
+    finally:
+        set_max_memory(None)
+
+
+def test_invalid_options_are_usage_errors_and_value_errors(wine):
+    from gmmnet.errors import UsageError
+
+    m = from_sklearn(GaussianMixture(2, random_state=0).fit(wine))
+    with pytest.raises(UsageError, match="activation must be one of") as exc:
+        to_torch(m, activation="tanh")
+    assert isinstance(exc.value, ValueError)

@@ -81,7 +81,7 @@ def test_given_mixtures(wine):
     c = MahalanobisFeatures(mixture=unfitted).fit(X)
     assert not hasattr(unfitted, "means_") and isinstance(c.estimator_, BayesianGaussianMixture)
     assert c.transform(X).shape == (178, 26)
-    with pytest.raises(ValueError, match="mixture has 13"):
+    with pytest.raises(ValueError, match="mixture takes 13"):
         MahalanobisFeatures(mixture=gm).fit(X[:, :4])
     with pytest.raises(TypeError, match="mixture must be"):
         MahalanobisFeatures(mixture="gm.pkl").fit(X)

@@ -136,19 +136,11 @@ def fitted(name: str):
 # ---------------------------------------------------------------------------
 # what fails today (the lead removes each entry when its fix lands on main)
 
-_ITEM1 = "pending issue 13 item 1: zero weights_ (dirichlet_process) give log_constant=inf, refused"
 _ITEM2 = "pending issue 13 item 2: reader cuts the rank (RANK_RCOND 1e-9 on W's singular values) and exits 0"
-_ITEM3 = "pending issue 13 item 3: to_sklearn builds precisions_cholesky_ by a Cholesky of the ill-conditioned Σ"
-_ITEM5 = "pending issue 13 item 5: to-gmm -o .pkl of a BGM graph folds log_constant, shifts scores silently"
 
 KNOWN = {
-    ("to_onnx", "dp80"): _ITEM1,
-    ("gmmnet_graph", "dp80"): _ITEM1,
     ("skl2onnx_graph", "BGM-full-1e6"): _ITEM2,  # float32 and float64 graphs alike
     ("skl2onnx_graph", "BGM-tied-1e6"): _ITEM2,
-    ("gmmnet_graph", "line3d", "float64", "pkl"): _ITEM3,
-    **{("gmmnet_graph", name, dtype, "pkl"): _ITEM5
-       for name in SPECS if name.startswith(("BGM-", "skl-bgm-")) for dtype in DTYPES},
 }
 
 

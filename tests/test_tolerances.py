@@ -18,8 +18,6 @@ END = "<!-- tolerances:end -->"
 #: Rows that a test owned elsewhere still asserts with a literal number rather than tol("row"):
 #: the test file that does.  The literal must be there; once the file imports the row, drop it here.
 LITERAL = {
-    "ir_ll": "tests/test_sklearn.py",
-    "ir_resp": "tests/test_sklearn.py",
     "torch_float32": "tests/test_nn.py",
     "torch_params": "tests/test_nn.py",
     "readback_exact": "tests/test_quadratic.py",
