@@ -16,7 +16,7 @@ from gmmnet import from_sklearn
 from gmmnet.cli import main
 from gmmnet.errors import DataError, InputFileError, OutputExistsError, UnsafeFileError, UsageError
 from gmmnet.formats.onnx import to_onnx
-from gmmnet.score import ALIGN, Scorer, _Progress, iter_chunks, iter_scores, open_data, score, score_to_file
+from gmmnet.score import ALIGN, Scorer, _ProgressBar, iter_chunks, iter_scores, open_data, score, score_to_file
 
 ALL = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
 ROOT = Path(__file__).resolve().parents[1]
@@ -329,21 +329,33 @@ def test_npy_default_needs_a_choice_without_log_likelihood(fitted, tmp_path):
 
 
 def test_progress_bar_only_on_a_terminal(files):
+    """rich draws the bar (share, rows, rate, time left) on a terminal; nothing goes to a pipe
+    unless asked for, and then one plain final line."""
     import io
 
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
-    src = open_data(files["npy"])
-    tty, pipe = Tty(), io.StringIO()
-    for stream in (tty, pipe):
-        bar = _Progress(1200, src, None, stream=stream)
-        bar._last = -1e9  # draw on the next update
-        bar(600)
-        bar.close()
-    assert "50.0%" in tty.getvalue() and "600 rows" in tty.getvalue()
-    assert pipe.getvalue() == ""
+    outputs = {}
+    for label, stream, enabled in [("tty", Tty(), None), ("pipe", io.StringIO(), None), ("forced", io.StringIO(), True)]:
+        with open_data(files["npy"]) as src:
+            bar = _ProgressBar(src, enabled, stream=stream)
+            for _ in src.chunks(600):
+                bar(600)
+            bar.close()
+        outputs[label] = stream.getvalue()
+    assert "100%" in outputs["tty"] and "1,200 rows" in outputs["tty"] and "rows/s" in outputs["tty"]
+    assert "ETA" in outputs["tty"] and "\x1b[" in outputs["tty"]  # a live terminal display
+    assert outputs["pipe"] == ""
+    assert "1,200 rows" in outputs["forced"] and "\x1b[" not in outputs["forced"]
+    assert outputs["forced"].count("\n") == 1
+
+
+def test_rich_is_imported_only_when_a_bar_is_drawn():
+    code = "import sys, gmmnet.cli, gmmnet.score; gmmnet.cli.build_parser(); print('rich' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert res.stdout.strip() == "False", res.stdout + res.stderr
 
 
 # ---------------------------------------------------------------------------
