@@ -355,7 +355,29 @@ def _safe_copyreg_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     return _new_instance(cls, ())
 
 
+class RefusedClass:
+    """Stands in for a scikit-learn class refused by name (never imported, never built): its
+    instances are inert and take no state, so the rest of the stream can still be read and
+    anything unsafe in it reported first."""
+
+    __slots__ = ()
+
+
+_INERT_BUILTINS = frozenset({"slice", "set", "frozenset", "complex", "range", "bytearray", "bytes", "tuple", "list",
+                             "dict", "int", "float", "str", "bool"})
+
+
+def _inert_name(module: str, name: str) -> bool:
+    """Harmless data types a refused scikit-learn step may hold (ColumnTransformer's slices,
+    FunctionTransformer's numpy ufunc); any other name stays unsafe wherever it appears."""
+    if module == "builtins":
+        return name in _INERT_BUILTINS
+    return module == "numpy" and isinstance(getattr(np, name, None), np.ufunc)
+
+
 def _new_instance(cls: Any, args: Any, kwargs: Any = None) -> Any:
+    if cls is RefusedClass:
+        return object.__new__(RefusedClass)
     if not (is_allowed_class(cls) or (cls is not None and cls is _joblib_wrapper_class())):
         raise _Refused(f"creating instances of {_describe(cls)}")
     if not (type(args) in (tuple, list) and len(args) == 0) or not (
@@ -521,12 +543,27 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
 
     dispatch = _Dispatch({key: _guarded(handler) for key, handler in pickle._Unpickler.dispatch.items()})
 
-    def __init__(self, file: Stream | bytes | bytearray, source: str = "<pickle>", _depth: int = 0) -> None:
+    def __init__(self, file: Stream | bytes | bytearray, source: str = "<pickle>", _depth: int = 0,
+                 _unsupported: list | None = None) -> None:
         stream = file if isinstance(file, Stream) else Stream(file)
         super().__init__(stream, fix_imports=True, encoding="ASCII", errors="strict")
         self._raw = stream
         self._source = source
         self._depth = _depth
+        self._unsupported: list[GmmnetError] = [] if _unsupported is None else _unsupported
+
+    def load(self) -> Any:
+        """The stream's object; UnsupportedModelError if it named a scikit-learn class that is
+        not accepted (only after the whole stream: an unsafe name anywhere is reported first)."""
+        try:
+            obj = super().load()
+        except (_Corrupt, EOFError, pickle.UnpicklingError):
+            if self._unsupported:
+                raise self._unsupported[0] from None
+            raise
+        if self._unsupported and self._depth == 0:
+            raise self._unsupported[0]
+        return obj
 
     def _pop(self) -> Any:
         if not self.stack:
@@ -569,14 +606,20 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
         if canonical is not None:
             return _import_class(*canonical, self._source)
         refusal = sklearn_class_refusal(module, name, self._source)
-        if refusal is not None:
-            raise refusal
+        if refusal is not None:  # refused after the whole stream is read, unless something unsafe comes later
+            self._unsupported.append(refusal)
+            return RefusedClass
+        if self._unsupported and _inert_name(module, name):
+            return RefusedClass  # data of a refused step (a slice, a numpy ufunc): read on, never built
         raise UnsafeFileError(f"refusing to load {short(module, 80)}.{short(name, 80)} from {self._source}: {REFUSAL_HINT}")
 
     # -- calls -------------------------------------------------------------------
     def _load_reduce(self) -> None:
         args = self._pop()
         func = self._pop()
+        if func is RefusedClass:  # a refused scikit-learn class rebuilt by a call: stays inert
+            self.append(object.__new__(RefusedClass))
+            return
         if not any(func is f for f in _SIGNATURES):
             raise _Refused(f"calling {_describe(func)}")
         if type(args) is not tuple:
@@ -628,6 +671,8 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
             if type(state) is not dict:
                 raise _Refused(f"a {t.__name__} state other than a plain state dict")
             _numpy_setstate(inst, state)
+        elif t is RefusedClass:
+            pass  # its class is refused once the stream is read; its state is never used
         elif t is _joblib_wrapper_class():
             self.stack[-1] = self._read_joblib_array(state)
         elif is_allowed_class(t):
@@ -654,7 +699,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
             # joblib writes object arrays as a nested pickle stream: read it with the same rules
             if self._depth >= 8:
                 raise _Corrupt("joblib object arrays nested too deeply")
-            arr = SafeUnpickler(raw, self._source, self._depth + 1).load()
+            arr = SafeUnpickler(raw, self._source, self._depth + 1, self._unsupported).load()
             if type(arr) is not np.ndarray or arr.shape != shape or not arr.dtype.hasobject:
                 raise _Corrupt("joblib object array does not match its record")
             return arr
