@@ -156,9 +156,9 @@ class Scorer:
             outputs = [outputs] if isinstance(outputs, str) else list(outputs)
             missing = [o for o in outputs if o not in names]
             if missing:
-                raise UsageError(f"the model has no output {missing[0]!r} (it has {', '.join(names)})")
+                raise UsageError(f"{self.source} has no output {missing[0]!r} (it has {', '.join(names)})")
             if not outputs:
-                raise UsageError(f"name at least one output (the model has {', '.join(names)})")
+                raise UsageError(f"name at least one output ({self.source} has {', '.join(names)})")
             if len(set(outputs)) != len(outputs):
                 raise UsageError(f"outputs has duplicates: {outputs}")
             for o in outputs:

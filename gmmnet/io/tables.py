@@ -494,7 +494,7 @@ class ParquetTable(Table):
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise UsageError("reading .parquet needs pyarrow: pip install 'gmmnet[parquet]'") from None
+            raise UsageError(f"reading {self.name} needs pyarrow: pip install 'gmmnet[parquet]'") from None
         self._errors = (pa.ArrowException, OSError, ValueError)
         try:
             self._pf = pq.ParquetFile(path)
