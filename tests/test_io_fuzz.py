@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_iris
+from sklearn.decomposition import PCA
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from gmmnet import io as gio
 from gmmnet.errors import GmmnetError
@@ -76,6 +79,8 @@ def make_seeds(canary, mktemp) -> dict[str, list[bytes]]:
         warnings.simplefilter("ignore")
         gm = GaussianMixture(n_components=2, covariance_type="full", random_state=0).fit(x)
         bgm = BayesianGaussianMixture(n_components=2, covariance_type="diag", random_state=0, max_iter=50).fit(x)
+        pipe = make_pipeline(StandardScaler(), PCA(3, whiten=True), GaussianMixture(2, random_state=0)).fit(x)
+        refused = make_pipeline(Normalizer(), GaussianMixture(2, random_state=0)).fit(x)
     bgm.feature_names_in_ = np.array(["a", "b", "c", "d"], dtype=object)  # an object array (nested pickle in joblib)
     evil = GaussianMixture(n_components=2, random_state=0).fit(x)
     evil.means_ = _Payload(os.system, (f"touch {canary}",))
@@ -88,9 +93,10 @@ def make_seeds(canary, mktemp) -> dict[str, list[bytes]]:
 
     return {
         ".pkl": [pickle.dumps(gm, protocol=4), pickle.dumps(bgm, protocol=2), pickle.dumps(gm, protocol=5),
-                 pickle.dumps(evil, protocol=4)],
-        ".joblib": [joblib_bytes(gm), joblib_bytes(bgm), joblib_bytes(gm, compress=3), joblib_bytes(evil)],
-        ".skops": [sio.dumps(gm), sio.dumps(bgm)],
+                 pickle.dumps(evil, protocol=4), pickle.dumps(pipe, protocol=4), pickle.dumps(refused, protocol=2)],
+        ".joblib": [joblib_bytes(gm), joblib_bytes(bgm), joblib_bytes(gm, compress=3), joblib_bytes(evil),
+                    joblib_bytes(pipe, compress=3), joblib_bytes(refused)],
+        ".skops": [sio.dumps(gm), sio.dumps(bgm), sio.dumps(pipe), sio.dumps(refused)],
         ".json": [from_sklearn(gm).model_dump_json().encode(), from_sklearn(bgm).model_dump_json(indent=1).encode()],
         ".onnx": [_onnx_seed()],
     }
