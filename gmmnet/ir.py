@@ -29,7 +29,10 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+#: Versions this code reads: 1.0 lacks input transforms and stores diag/spherical directions as
+#: identity matrices (normalized to null on reading).
+READABLE_VERSIONS = ("1.0", "1.1")
 
 #: Largest allowed |V Vᵀ − I| entry for eigenvector rows.
 ORTHONORMAL_TOL = 1e-6
@@ -124,10 +127,22 @@ class Component(_Base):
     per-component term is not a normalized Gaussian (e.g. BayesianGaussianMixture).
     When fewer than n_features directions are kept (rank truncation),
     ``residual_variance`` is the isotropic variance of the discarded subspace.
+
+    An axis-aligned component (diag/spherical) stores no directions (``null`` in JSON): its
+    directions are the coordinate axes in order, and no d×d identity is ever stored.
+    :attr:`eigenvectors` builds one on demand; code that may meet large d checks
+    :attr:`axis_aligned` first.
     """
 
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", validate_assignment=False,
+                              populate_by_name=True, serialize_by_alias=True)
+
     mean: Array = Field(description="Mean, shape (n_features,).")
-    eigenvectors: Array = Field(description="Principal directions as orthonormal rows, shape (r, n_features).")
+    stored_eigenvectors: Array | None = Field(
+        default=None, alias="eigenvectors",
+        description="Principal directions as orthonormal rows, shape (r, n_features); null for an "
+                    "axis-aligned component (the coordinate axes, r = n_features).",
+    )
     eigenvalues: Array = Field(description="Variance along each direction, shape (r,), all > 0.")
     weight: float = Field(ge=0.0, le=1.0, description="Mixture weight.")
     log_constant: float = Field(default=0.0, description="Exact extra log-term of this component.")
@@ -137,26 +152,54 @@ class Component(_Base):
 
     @model_validator(mode="after")
     def _check(self) -> "Component":
-        m, v, lam = self.mean, self.eigenvectors, self.eigenvalues
+        m, v, lam = self.mean, self.stored_eigenvectors, self.eigenvalues
         if m.ndim != 1 or m.size == 0:
             raise ValueError(f"mean must be a non-empty vector, got shape {m.shape}")
         d = m.size
-        if v.ndim != 2 or v.shape[1] != d or not 1 <= v.shape[0] <= d:
-            raise ValueError(f"eigenvectors must have shape (r, {d}) with 1 <= r <= {d}, got {v.shape}")
-        if lam.shape != (v.shape[0],):
-            raise ValueError(f"eigenvalues must have shape ({v.shape[0]},), got {lam.shape}")
+        if v is None:
+            if lam.shape != (d,):
+                raise ValueError(f"eigenvalues must have shape ({d},) for an axis-aligned component, got {lam.shape}")
+            if self.residual_variance is not None:
+                raise ValueError("an axis-aligned component keeps every direction: residual_variance must be null")
+        else:
+            if v.ndim != 2 or v.shape[1] != d or not 1 <= v.shape[0] <= d:
+                raise ValueError(f"eigenvectors must have shape (r, {d}) with 1 <= r <= {d}, got {v.shape}")
+            if lam.shape != (v.shape[0],):
+                raise ValueError(f"eigenvalues must have shape ({v.shape[0]},), got {lam.shape}")
         for name, arr in (("mean", m), ("eigenvectors", v), ("eigenvalues", lam)):
-            _finite(name, arr)
+            if arr is not None:
+                _finite(name, arr)
         if not math.isfinite(self.log_constant):
             raise ValueError("log_constant must be finite")
         if np.any(lam <= 0):
             raise ValueError(f"eigenvalues must be > 0 (min {lam.min():.3g}): the covariance is singular")
-        gram_err = np.max(np.abs(v @ v.T - np.eye(v.shape[0])))
-        if gram_err > ORTHONORMAL_TOL:
-            raise ValueError(f"eigenvectors are not orthonormal rows (max |VVᵀ−I| = {gram_err:.3g} > {ORTHONORMAL_TOL})")
-        if v.shape[0] < d and self.residual_variance is None:
-            raise ValueError("residual_variance is required when fewer than n_features eigenvectors are kept")
+        if v is not None:
+            gram_err = np.max(np.abs(v @ v.T - np.eye(v.shape[0])))
+            if gram_err > ORTHONORMAL_TOL:
+                raise ValueError(f"eigenvectors are not orthonormal rows (max |VVᵀ−I| = {gram_err:.3g} > {ORTHONORMAL_TOL})")
+            if v.shape[0] < d and self.residual_variance is None:
+                raise ValueError("residual_variance is required when fewer than n_features eigenvectors are kept")
         return self
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "Component":
+        # "eigenvectors" is the field's public name; without this an update to it would be dropped
+        if update and "eigenvectors" in update:
+            update = dict(update)
+            update["stored_eigenvectors"] = update.pop("eigenvectors")
+        return super().model_copy(update=update, deep=deep)
+
+    @property
+    def axis_aligned(self) -> bool:
+        """True when the directions are the coordinate axes (nothing stored)."""
+        return self.stored_eigenvectors is None
+
+    @property
+    def eigenvectors(self) -> np.ndarray:
+        """The directions as dense rows, shape (r, n_features); an identity is built for an
+        axis-aligned component (d² numbers: check :attr:`axis_aligned` where d may be large)."""
+        if self.stored_eigenvectors is None:
+            return np.eye(self.mean.size)
+        return self.stored_eigenvectors
 
     @property
     def n_features(self) -> int:
@@ -165,6 +208,64 @@ class Component(_Base):
     @property
     def rank(self) -> int:
         return int(self.eigenvalues.size)
+
+
+def _is_identity(v: np.ndarray) -> bool:
+    """V is the d×d identity (checked without building one)."""
+    return v.ndim == 2 and v.shape[0] == v.shape[1] and np.count_nonzero(v) == v.shape[0] and bool(np.all(np.diagonal(v) == 1.0))
+
+
+class TransformStep(_Base):
+    """One preprocessing step a transform was composed from (for provenance and `inspect`)."""
+
+    name: str = Field(description="The step's name in its pipeline, e.g. 'standardscaler'.")
+    cls: str = Field(description="Its class, e.g. 'sklearn.preprocessing.StandardScaler'.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Its JSON-representable parameters.")
+
+
+class InputTransform(_Base):
+    """The affine preprocessing a mixture lives behind: z = A x + c (A is k×d_in).
+
+    The mixture (its n_features = k) is over z; the graph's input is x.  Composed from a
+    scikit-learn Pipeline's affine steps (scalers, PCA, TruncatedSVD); see docs/converting.md.
+    """
+
+    matrix: Array = Field(description="A, shape (n_components_out k, n_inputs d_in).")
+    offset: Array = Field(description="c, shape (k,).")
+    steps: list[TransformStep] = Field(default_factory=list, description="The steps A and c were composed from.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "InputTransform":
+        a, c = self.matrix, self.offset
+        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError(f"matrix must be a non-empty 2-D array (k, n_inputs), got shape {a.shape}")
+        if c.shape != (a.shape[0],):
+            raise ValueError(f"offset must have shape ({a.shape[0]},), got {c.shape}")
+        _finite("matrix", a)
+        _finite("offset", c)
+        return self
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """z = x Aᵀ + c for rows x (float64)."""
+        return np.asarray(x, dtype=np.float64) @ self.matrix.T + self.offset
+
+
+def _check_version(version: str) -> None:
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"schema_version {version!r} is not one this gmmnet reads ({', '.join(READABLE_VERSIONS)})")
+
+
+def _check_transform(t: InputTransform | None, n_features: int, where: str) -> None:
+    if t is not None and t.n_outputs != n_features:
+        raise ValueError(f"input_transform.matrix has {t.n_outputs} rows, expected {n_features} ({where})")
 
 
 class Provenance(_Base):
@@ -186,6 +287,9 @@ class Mixture(_Base):
         description="Structure shared by all components; diag/spherical are axis-aligned, tied share one covariance.",
     )
     components: list[Component] = Field(min_length=1)
+    input_transform: InputTransform | None = Field(
+        default=None, description="z = A x + c: the affine preprocessing the mixture lives behind (null: none)."
+    )
     provenance: Provenance = Field(default_factory=lambda: Provenance(source="unknown"))
     diagnostics: dict[str, Any] | None = Field(
         default=None, description="Recovery diagnostics (set when the mixture was recovered from a trained network)."
@@ -193,7 +297,9 @@ class Mixture(_Base):
 
     @model_validator(mode="after")
     def _check(self) -> "Mixture":
+        _check_version(self.schema_version)
         d = self.n_features
+        _check_transform(self.input_transform, d, "the mixture's n_features")
         for k, c in enumerate(self.components):
             if c.n_features != d:
                 raise ValueError(f"components[{k}].mean has {c.n_features} features, expected n_features={d}")
@@ -203,14 +309,19 @@ class Mixture(_Base):
         ct = self.covariance_type
         if ct in ("diag", "spherical"):
             for k, c in enumerate(self.components):
-                if c.rank != d or not np.array_equal(c.eigenvectors, np.eye(d)):
-                    raise ValueError(f"components[{k}].eigenvectors must be the identity for covariance_type={ct!r}")
+                if not c.axis_aligned:
+                    if c.rank != d or not _is_identity(c.stored_eigenvectors):
+                        raise ValueError(f"components[{k}].eigenvectors must be the identity (or null) for covariance_type={ct!r}")
+                    c.stored_eigenvectors = None  # schema 1.0 stored the identity: keep none
                 if ct == "spherical" and np.ptp(c.eigenvalues) != 0:
                     raise ValueError(f"components[{k}].eigenvalues must be equal for covariance_type='spherical'")
         if ct == "tied":
             c0 = self.components[0]
             for k, c in enumerate(self.components[1:], start=1):
-                if not (np.array_equal(c.eigenvectors, c0.eigenvectors) and np.array_equal(c.eigenvalues, c0.eigenvalues)):
+                same = (c.axis_aligned and c0.axis_aligned) or (
+                    not c.axis_aligned and not c0.axis_aligned
+                    and np.array_equal(c.stored_eigenvectors, c0.stored_eigenvectors))
+                if not (same and np.array_equal(c.eigenvalues, c0.eigenvalues)):
                     raise ValueError(f"components[{k}] differs from components[0] in covariance for covariance_type='tied'")
         return self
 
@@ -241,10 +352,17 @@ class Hierarchy(_Base):
     schema_version: str = Field(default=SCHEMA_VERSION)
     kind: Literal["hierarchy"] = "hierarchy"
     levels: list[Mixture] = Field(min_length=1)
+    input_transform: InputTransform | None = Field(
+        default=None, description="z = A x + c in front of level 0 (null: none); levels carry none of their own."
+    )
     provenance: Provenance = Field(default_factory=lambda: Provenance(source="unknown"))
 
     @model_validator(mode="after")
     def _check(self) -> "Hierarchy":
+        _check_version(self.schema_version)
+        _check_transform(self.input_transform, self.levels[0].n_features, "levels[0].n_features")
+        if any(m.input_transform is not None for m in self.levels):
+            raise ValueError("a hierarchy's levels carry no input_transform of their own (set it on the hierarchy)")
         for i in range(1, len(self.levels)):
             prev = self.levels[i - 1]
             n_prev = sum(c.rank for c in prev.components)

@@ -75,6 +75,28 @@ def gaussian_from_neurons(w: np.ndarray, b: np.ndarray, rcond: float = 1e-12) ->
     return mean, vecs, vals
 
 
+def basis(component) -> np.ndarray:
+    """A component's directions as dense rows (the identity for an axis-aligned one: d² numbers)."""
+    return component.eigenvectors
+
+
+def component_whitening(component) -> np.ndarray:
+    """W of one component as dense rows (avoid for large axis-aligned d: use :func:`scales`)."""
+    return whitening(component.eigenvectors, component.eigenvalues)
+
+
+def scales(component) -> np.ndarray:
+    """λ^-1/2 per direction: an axis-aligned component's whitening is diag(scales)."""
+    return 1.0 / np.sqrt(component.eigenvalues)
+
+
+def project(component, diff: np.ndarray) -> np.ndarray:
+    """Whitened coordinates W (x − μ) of centred rows ``diff``, shape (n, r); O(n·d) when axis-aligned."""
+    if component.axis_aligned:
+        return diff * scales(component)
+    return diff @ component_whitening(component).T
+
+
 def covariance(eigenvectors: np.ndarray, eigenvalues: np.ndarray, residual_variance: float | None = None) -> np.ndarray:
     """Σ = Vᵀ diag(λ) V (+ σ²(I − VᵀV) for the discarded directions)."""
     cov = (eigenvectors.T * eigenvalues) @ eigenvectors
@@ -109,7 +131,7 @@ def component_log_terms(mixture) -> np.ndarray:
 def distances(mixture, x: np.ndarray) -> np.ndarray:
     """The Abs activations |W_k (x − μ_k)|, shape (n, Σ_k r_k), components in order."""
     x = np.asarray(x, dtype=np.float64)
-    blocks = [np.abs((x - c.mean) @ whitening(c.eigenvectors, c.eigenvalues).T) for c in mixture.components]
+    blocks = [np.abs(project(c, x - c.mean)) for c in mixture.components]
     return np.concatenate(blocks, axis=1)
 
 
@@ -119,7 +141,7 @@ def mahalanobis_sq(mixture, x: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], mixture.n_components))
     for k, c in enumerate(mixture.components):
         diff = x - c.mean
-        z = diff @ whitening(c.eigenvectors, c.eigenvalues).T
+        z = project(c, diff)
         d2 = np.sum(z * z, axis=1)
         if c.residual_variance is not None:
             proj = diff @ c.eigenvectors.T
@@ -155,7 +177,7 @@ def sample(mixture, n_rows: int, seed: int = 0) -> np.ndarray:
     blocks = []
     for c in mixture.components:
         z = rng.standard_normal((per, c.rank)) * np.sqrt(c.eigenvalues)
-        x = c.mean + z @ c.eigenvectors
+        x = c.mean + (z if c.axis_aligned else z @ c.eigenvectors)
         if c.residual_variance is not None:  # the discarded directions: isotropic σ²
             e = rng.standard_normal((per, c.n_features)) * np.sqrt(c.residual_variance)
             x = x + e - (e @ c.eigenvectors.T) @ c.eigenvectors
@@ -271,7 +293,7 @@ def check_representable(mixture, dtype: str = "float32") -> None:
                 f"component {k}: neuron weight norm λ^-1/2 = {scale[i]:.3g} (eigenvalue {c.eigenvalues[i]:.3g}) "
                 f"is outside the {dtype} range [{lo:.3g}, {hi:.3g}]{hint}"
             )
-        bias = np.abs(whitening(c.eigenvectors, c.eigenvalues) @ c.mean)
+        bias = np.abs(project(c, c.mean[None, :])[0])
         mu = np.abs(c.mean)
         if np.max(mu) > hi or np.max(bias) > hi or not np.all(np.isfinite(bias)):
             raise InvalidModelError(

@@ -128,3 +128,67 @@ def test_hierarchy_levels_chain_features(rng):
 def test_schema_file_is_current():
     on_disk = json.loads((ROOT / "schemas" / "gmmnet-ir.schema.json").read_text())
     assert on_disk == ir.json_schema(), "schemas/ is stale: run `gmmnet schema -o schemas/gmmnet-ir.schema.json --force`"
+
+
+# ---------------------------------------------------------------------------
+# schema 1.1: axis-aligned components store no directions; input transforms
+
+
+def test_axis_aligned_components_store_no_identity():
+    m = random_mixture(np.random.default_rng(0), 3, 5, "diag")
+    assert all(c.axis_aligned for c in m.components)
+    doc = json.loads(m.to_json())
+    assert doc["schema_version"] == "1.1" and all(c["eigenvectors"] is None for c in doc["components"])
+    assert np.array_equal(m.components[0].eigenvectors, np.eye(5))  # dense on demand
+
+
+def test_schema_1_0_identity_eigenvectors_are_read_as_axis_aligned():
+    m = random_mixture(np.random.default_rng(1), 2, 3, "spherical")
+    doc = json.loads(m.to_json())
+    doc["schema_version"] = "1.0"
+    for c in doc["components"]:
+        c["eigenvectors"] = np.eye(3).tolist()
+    back = ir.from_json(json.dumps(doc))
+    assert all(c.axis_aligned for c in back.components)
+    x = np.random.default_rng(2).standard_normal((4, 3))
+    assert np.array_equal(linalg.log_likelihood(back, x), linalg.log_likelihood(m, x))
+    doc["schema_version"] = "2.0"
+    with pytest.raises(ValidationError, match="schema_version"):
+        ir.from_json(json.dumps(doc))
+
+
+def test_large_spherical_mixture_never_builds_d_by_d():
+    import tracemalloc
+
+    from sklearn.mixture import GaussianMixture
+
+    from gmmnet.formats.sklearn import from_sklearn
+
+    d = 30_000
+    gm = GaussianMixture(2, covariance_type="spherical")
+    gm.weights_, gm.means_ = np.array([0.5, 0.5]), np.zeros((2, d))
+    gm.covariances_ = np.array([1.0, 2.0])
+    gm.precisions_cholesky_ = 1 / np.sqrt(gm.covariances_)
+    tracemalloc.start()
+    m = from_sklearn(gm)
+    x = np.ones((3, d))
+    ll = linalg.log_likelihood(m, x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50e6, peak  # a d×d float64 identity would be 7.2 GB
+    assert np.allclose(ll, gm.score_samples(x), rtol=1e-12)
+
+
+def test_input_transform_round_trip_and_checks():
+    m = random_mixture(np.random.default_rng(3), 2, 3, "full")
+    t = ir.InputTransform(matrix=np.arange(12.0).reshape(3, 4), offset=np.ones(3),
+                          steps=[ir.TransformStep(name="pca", cls="sklearn.decomposition.PCA", params={"whiten": False})])
+    mt = m.model_copy(update={"input_transform": t})
+    back = ir.from_json(mt.to_json())
+    assert back.input_transform.n_inputs == 4 and back.input_transform.steps[0].params == {"whiten": False}
+    assert np.array_equal(back.input_transform.apply(np.ones((1, 4))), np.ones((1, 4)) @ t.matrix.T + 1)
+    with pytest.raises(ValidationError, match="input_transform.matrix has 3 rows, expected 2"):
+        Mixture(n_features=2, covariance_type="diag", input_transform=t,
+                components=[Component(mean=np.zeros(2), eigenvalues=np.ones(2), weight=1.0)])
+    with pytest.raises(ValidationError, match="offset must have shape"):
+        ir.InputTransform(matrix=np.eye(2), offset=np.ones(3))

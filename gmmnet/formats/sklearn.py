@@ -83,10 +83,10 @@ def from_sklearn(est, *, eigenvalue_floor: float | None = None, max_condition: f
         bases = [linalg.basis_from_precision_cholesky(pc[k]) for k in range(n_k)]
     elif ct == "tied":
         bases = [linalg.basis_from_precision_cholesky(pc)] * n_k
-    elif ct == "diag":
-        bases = [(np.eye(d), 1.0 / pc[k] ** 2) for k in range(n_k)]
+    elif ct == "diag":  # axis-aligned: no directions stored (never a d×d identity)
+        bases = [(None, 1.0 / pc[k] ** 2) for k in range(n_k)]
     elif ct == "spherical":
-        bases = [(np.eye(d), np.full(d, 1.0 / pc[k] ** 2)) for k in range(n_k)]
+        bases = [(None, np.full(d, 1.0 / pc[k] ** 2)) for k in range(n_k)]
     else:  # pragma: no cover - sklearn validates this
         raise UnsupportedModelError(f"unknown covariance_type {ct!r}")
     n_floored = 0
@@ -155,7 +155,8 @@ def to_sklearn(mixture: Mixture):
         weights = np.exp(lw - lw.max())
         weights = weights / weights.sum()
 
-    covs = np.stack([linalg.covariance(c.eigenvectors, c.eigenvalues, c.residual_variance) for c in comps])
+    covs = (np.stack([linalg.covariance(c.eigenvectors, c.eigenvalues, c.residual_variance) for c in comps])
+            if ct in ("full", "tied") else None)  # diag/spherical: never d×d
     if ct == "full":
         covariances = covs
         prec_chol = np.stack([_precision_cholesky(s) for s in covs])
