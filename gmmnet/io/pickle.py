@@ -18,6 +18,7 @@ from __future__ import annotations
 import _compat_pickle
 import codecs
 import inspect
+import io
 import lzma
 import math
 import pickle
@@ -535,7 +536,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
 
     Parameters
     ----------
-    file : Stream, bytes or bytearray
+    file : Stream, bytes, bytearray or io.BytesIO
         The whole file in memory (sizes are checked against what is left).
     source : str
         File name for messages.
@@ -543,8 +544,10 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
 
     dispatch = _Dispatch({key: _guarded(handler) for key, handler in pickle._Unpickler.dispatch.items()})
 
-    def __init__(self, file: Stream | bytes | bytearray, source: str = "<pickle>", _depth: int = 0,
+    def __init__(self, file: Stream | bytes | bytearray | io.BytesIO, source: str = "<pickle>", _depth: int = 0,
                  _unsupported: list | None = None) -> None:
+        if hasattr(file, "getvalue"):  # an io.BytesIO, as earlier versions took
+            file = file.getvalue()
         stream = file if isinstance(file, Stream) else Stream(file)
         super().__init__(stream, fix_imports=True, encoding="ASCII", errors="strict")
         self._raw = stream
