@@ -6,7 +6,9 @@
 Same mutations and seeds as tests/test_io_fuzz.py.  Every mutated file must load or raise a
 GmmnetError with a one-line message; anything else (another exception type, a payload's canary
 file appearing, a loader writing files) stops the run and saves the input under --keep for
-reproduction.  Prints the outcome counts and inputs per second for every format.
+reproduction; so does an input whose load pushes memory more than MAX_GROWTH_MIB above where
+it started (measured per input: tests/test_io_fuzz.py's PeakMemory).  Prints the outcome counts
+and inputs per second for every format.
 """
 
 from __future__ import annotations
@@ -48,30 +50,34 @@ def fuzz_format(suffix: str, pool: list[bytes], seconds: float, seed: int, work:
     outcomes: Counter = Counter()
     start = time.perf_counter()
     n = 0
-    while time.perf_counter() - start < seconds:
-        data = mutate(rng, suffix, pool)
-        target.write_bytes(data)
-        try:
+    with tf.PeakMemory() as mem:
+        while time.perf_counter() - start < seconds:
+            data = mutate(rng, suffix, pool)
+            target.write_bytes(data)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if suffix in DATA_FORMATS:
-                    gio.load_data(target, n_features=rng.choice((None, 1, 3)))
+                    n_features = rng.choice((None, 1, 3))
+                    result, growth = mem.measure(lambda: gio.load_data(target, n_features=n_features))
                 else:
-                    gio.load_model(target)
-            outcome = "loaded"
-        except GmmnetError as exc:
-            outcome = type(exc).__name__
-            if not str(exc) or "\n" in str(exc):
-                return _fail(keep, suffix, n, data, f"message is not one line: {exc!r}")
-        except Exception as exc:  # noqa: BLE001 - exactly what the fuzzer looks for
-            return _fail(keep, suffix, n, data, f"{type(exc).__name__}: {exc}")
-        if canary.exists():
-            return _fail(keep, suffix, n, data, "a payload ran (canary file created)")
-        extra = sorted(p.name for p in work.iterdir() if p != target)
-        if extra:
-            return _fail(keep, suffix, n, data, f"a loader wrote files: {extra}")
-        outcomes[outcome] += 1
-        n += 1
+                    result, growth = mem.measure(lambda: gio.load_model(target))
+            if isinstance(result, GmmnetError):
+                outcome = type(result).__name__
+                if not str(result) or "\n" in str(result):
+                    return _fail(keep, suffix, n, data, f"message is not one line: {result!r}")
+            elif isinstance(result, Exception):  # exactly what the fuzzer looks for
+                return _fail(keep, suffix, n, data, f"{type(result).__name__}: {result}")
+            else:
+                outcome = "loaded"
+            if growth > tf.MAX_GROWTH_MIB:
+                return _fail(keep, suffix, n, data, f"memory grew by {growth} MiB (limit {tf.MAX_GROWTH_MIB})")
+            if canary.exists():
+                return _fail(keep, suffix, n, data, "a payload ran (canary file created)")
+            extra = sorted(p.name for p in work.iterdir() if p != target)
+            if extra:
+                return _fail(keep, suffix, n, data, f"a loader wrote files: {extra}")
+            outcomes[outcome] += 1
+            n += 1
     return outcomes, n, time.perf_counter() - start
 
 

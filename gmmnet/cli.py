@@ -286,7 +286,7 @@ def cmd_to_gmm(args) -> int:
     inputs = tuple(p for p in (args.model, args.data) if p)
     if args.report and io.same_file(args.report, out):
         raise UsageError(f"--report {args.report} is the output file; choose another path")
-    data = io.load_data(args.data) if args.data else None
+    data = io.load_data(args.data, note=io.print_note) if args.data else None
     model = io.load_model(args.model)
     import onnx
 
@@ -466,7 +466,7 @@ def inspect_summary(path: str, data_path: str | None = None) -> dict:
     from .plot import as_document
 
     raw = io.load_model(path)
-    data = io.load_data(data_path) if data_path else None
+    data = io.load_data(data_path, note=io.print_note) if data_path else None
     summary: dict = {"file": str(path), "class": f"{type(raw).__module__}.{type(raw).__name__}"}
     import onnx
     from onnx import TensorProto
@@ -737,7 +737,7 @@ def cmd_fit(args) -> int:
         from .errors import OutputExistsError
 
         raise OutputExistsError(f"{args.output} exists; pass --force to overwrite")
-    X = io.load_data(args.data)
+    X = io.load_data(args.data, note=io.print_note)
     _check_finite_rows(X, args.data)
     _check_ranks(specs, X.shape[1], args.levels)
     params = {k: v for k, v in (("max_iter", args.max_iter), ("n_init", args.n_init), ("reg_covar", args.reg_covar))
@@ -839,10 +839,12 @@ class _FitProgress:
 
 def cmd_score(args) -> int:
     _check_output(args.output, OUTPUT_SUFFIXES["score"])
+    from .io import print_note
     from .score import score_to_file
 
     info = score_to_file(args.model, args.data, args.output, outputs=args.outputs, batch_size=args.batch_size,
-                         threads=args.threads, force=args.force, progress=None if args.progress is None else args.progress)
+                         threads=args.threads, force=args.force, progress=None if args.progress is None else args.progress,
+                         note=print_note)
     rate = info["rows"] / max(info["seconds"], 1e-9)
     n_bad = info["nonfinite_rows"]
     bad = f", {n_bad} row{'s' if n_bad != 1 else ''} with NaN/inf (NaN results, label -1)" if n_bad else ""

@@ -1,7 +1,8 @@
 """Bounded-memory batch scoring of an ONNX model over .npy, .csv and .parquet data.
 
-The data is read in chunks of rows (a memory-mapped ``.npy``, a streamed ``.csv``, a
-``.parquet`` file by record batches, or an in-memory array), each chunk is scored by
+The data is read in chunks of rows by gmmnet's one table reader (:mod:`gmmnet.io.tables`:
+a ``.npy`` read chunk by chunk, a streamed ``.csv``, a ``.parquet`` file by record batches,
+or an in-memory array), each chunk is scored by
 onnxruntime, and the results are handed out chunk by chunk (:func:`iter_scores`),
 gathered (:func:`score`) or written incrementally to a file (:func:`score_to_file`).
 Peak memory is a few chunks, whatever the number of rows.
@@ -23,9 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import csv
 import io as _io
-import mmap
 import os
 import shutil
 import sys
@@ -37,8 +36,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import DataError, InputFileError, UnsafeFileError, UsageError
-from .io import _parse_number
+from .errors import DataError, InputFileError, UnsupportedModelError, UsageError
+from .io.tables import DATA_SUFFIXES, Table, check_batch, iter_chunks, open_data, report_notes
 
 __all__ = [
     "ALIGN",
@@ -66,7 +65,6 @@ CHUNK_BYTES = 1 << 20
 MIN_ROWS = 128
 MAX_ROWS = 65536
 
-DATA_SUFFIXES = (".npy", ".csv", ".parquet")
 OUTPUT_SUFFIXES = (".npy", ".npz", ".csv")
 
 _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64}
@@ -80,6 +78,19 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
+def _as_model(model):
+    """An onnx.ModelProto from a ModelProto or its bytes (to check its weights)."""
+    if isinstance(model, (bytes, bytearray)):
+        import onnx
+        from google.protobuf.message import DecodeError
+
+        try:
+            return onnx.load_model_from_string(bytes(model))
+        except DecodeError:
+            raise InputFileError("model: not a valid ONNX protobuf") from None
+    return model
+
+
 # ---------------------------------------------------------------------------
 # the scorer: one single-threaded session, padding, NaN rows
 
@@ -87,59 +98,78 @@ def _round_up(n: int, m: int) -> int:
 class Scorer:
     """Score 2-D chunks with one ONNX model, reproducibly.
 
+    The session runs with one intra-op thread (see the module doc); :meth:`__call__` is
+    thread-safe, so several chunks may be scored at once from different threads.
+
     Parameters
     ----------
     model : onnx.ModelProto, bytes, path or onnxruntime.InferenceSession
-        The network (any single-input ONNX model with a leading batch dimension).
+        The network (any single-input ONNX model with a leading batch dimension).  A path
+        is loaded by :func:`gmmnet.io.load_onnx`; weights must be finite.
     outputs : sequence of str, optional
-        Outputs to compute (default: all graph outputs, in graph order).
-
-    Notes
-    -----
-    The session runs with one intra-op thread (see the module doc); :meth:`__call__` is
-    thread-safe, so several chunks may be scored at once from different threads.
+        Tensor outputs to compute (default: every tensor output, in graph order).  An
+        output that is a sequence or a map (a ZipMap's probabilities) is never scored.
+    source : str, optional
+        The model's name in messages (default: its path, or "model").
     """
 
-    def __init__(self, model, outputs=None):
+    def __init__(self, model, outputs=None, *, source: str | None = None):
         import onnxruntime as ort
 
         from .formats.onnx.runtime import session
 
+        self.source = source or (_name(model) if isinstance(model, (str, os.PathLike)) else "model")
         if isinstance(model, ort.InferenceSession):
             self.session = model
         else:
-            if isinstance(model, (str, os.PathLike)):
-                from .io import load_onnx
+            from .io import check_finite_weights, load_onnx
 
-                model = load_onnx(model)  # safe loading: external data checked, size capped
-            self.session = session(model, intra_op_num_threads=1, inter_op_num_threads=1)
+            if isinstance(model, (str, os.PathLike)):
+                model = load_onnx(model)  # safe loading: external data checked, size capped, weights finite
+            else:
+                check_finite_weights(_as_model(model), self.source)
+            self.session = session(model, self.source, intra_op_num_threads=1, inter_op_num_threads=1)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise UsageError(f"the model has {len(inputs)} inputs; scoring needs a model with one input")
+            raise UsageError(f"{self.source} has {len(inputs)} inputs; scoring needs a model with one input")
         inp = inputs[0]
         self.input_name = inp.name
         dtype = _NP.get(inp.type)
         if dtype is None:
-            raise DataError(f"model input {inp.name!r} has type {inp.type}; expected float or double")
+            raise DataError(f"{self.source}: input {inp.name!r} has type {inp.type}; expected float or double")
         self.dtype = np.dtype(dtype)
         if len(inp.shape) != 2:
-            raise UsageError(f"model input {inp.name!r} has shape {inp.shape}; expected (batch, features)")
+            raise UsageError(f"{self.source}: input {inp.name!r} has shape {inp.shape}; expected (batch, features)")
         n = inp.shape[1]
         self.n_features: int | None = n if isinstance(n, int) else None
-        names = [o.name for o in self.session.get_outputs()]
+        kinds = {o.name: o.type for o in self.session.get_outputs()}
+        names = list(kinds)
+        # only tensors have rows; a ZipMap's list of maps (skl2onnx classifiers) is not scored
+        tensors = [o for o in names if kinds[o].startswith("tensor(")]
         if outputs is None:
-            outputs = names
+            if not tensors:
+                raise UnsupportedModelError(
+                    f"{self.source}: no output is a tensor ({', '.join(f'{o}: {kinds[o]}' for o in names)}); "
+                    "gmmnet scores tensor outputs")
+            outputs = tensors
         else:
             outputs = [outputs] if isinstance(outputs, str) else list(outputs)
             missing = [o for o in outputs if o not in names]
             if missing:
-                raise UsageError(f"the model has no output {missing[0]!r} (it has {', '.join(names)})")
+                raise UsageError(f"{self.source} has no output {missing[0]!r} (it has {', '.join(names)})")
             if not outputs:
-                raise UsageError(f"name at least one output (the model has {', '.join(names)})")
+                raise UsageError(f"name at least one output ({self.source} has {', '.join(names)})")
             if len(set(outputs)) != len(outputs):
                 raise UsageError(f"outputs has duplicates: {outputs}")
+            for o in outputs:
+                if o not in tensors:
+                    raise UnsupportedModelError(
+                        f"{self.source}: output {o!r} is a {kinds[o]}, not a tensor; gmmnet scores tensor outputs "
+                        f"({', '.join(tensors) or 'none here'})")
         self.outputs: list[str] = list(outputs)
-        self.all_outputs = names
+        self.all_outputs = tensors
+        #: Outputs that are not tensors (a ZipMap's sequence of maps), never scored.
+        self.skipped = {o: kinds[o] for o in names if o not in tensors}
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.n_neurons = int(meta.get("n_neurons", "0")) or None
@@ -154,10 +184,13 @@ class Scorer:
         """Learn each output's per-row shape and dtype from one run on zeros (no guessing from symbolic dims)."""
         if self.row_shapes:
             return
+        from .formats.onnx.runtime import ort_errors
+
         try:
-            probe = self._run(np.zeros((ALIGN, n_features), self.dtype))
-        except Exception as exc:  # onnxruntime's own error types
-            raise DataError(f"the model cannot score rows of {n_features} features ({type(exc).__name__})") from None
+            probe = self.session.run(self.outputs, {self.input_name: np.zeros((ALIGN, n_features), self.dtype)})
+        except ort_errors() as exc:
+            raise DataError(f"{self.source} cannot score rows of {n_features} features ({type(exc).__name__})") from None
+        probe = dict(zip(self.outputs, probe))
         self.row_shapes = {k: v.shape[1:] for k, v in probe.items()}
         self.out_dtypes = {k: v.dtype for k, v in probe.items()}
 
@@ -173,7 +206,14 @@ class Scorer:
     # -- scoring -------------------------------------------------------------
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.outputs, {self.input_name: x})
+        from .formats.onnx.runtime import ort_errors
+
+        try:
+            values = self.session.run(self.outputs, {self.input_name: x})
+        except ort_errors() as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise DataError(f"{self.source}: onnxruntime failed on a chunk of {len(x)} rows "
+                            f"({type(exc).__name__}: {first[:160]})") from None
         return dict(zip(self.outputs, values))
 
     def check(self, x, source: str = "X") -> np.ndarray:
@@ -221,278 +261,6 @@ class Scorer:
 
 
 # ---------------------------------------------------------------------------
-# data sources
-
-
-class _Source:
-    name = "X"
-    n_rows: int | None = None
-    n_features: int | None = None
-
-    def chunks(self, rows: int) -> Iterator[np.ndarray]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def progress(self) -> float | None:
-        """Fraction read so far, when rows are not known in advance."""
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-class _ArraySource(_Source):
-    def __init__(self, x, name: str = "X"):
-        x = np.asarray(x)
-        if x.ndim == 1:
-            x = x.reshape(-1, 1)
-        if x.ndim != 2:
-            raise DataError(f"{name} must be 2-D (n_samples, n_features), got shape {x.shape}")
-        if x.dtype.kind not in "biuf":
-            raise DataError(f"{name} holds {x.dtype} values; expected real numbers")
-        self.x, self.name = x, name
-        self.n_rows, self.n_features = x.shape
-
-    def chunks(self, rows: int) -> Iterator[np.ndarray]:
-        for i in range(0, self.n_rows, rows):
-            yield self.x[i:i + rows]
-
-
-class _NpySource(_Source):
-    """A memory-mapped .npy; pages behind the read position are dropped from this process."""
-
-    def __init__(self, path):
-        self.name = _name(path)
-        _check_file(path, self.name)
-        from .io import read_npy_header
-
-        shape, fortran, dtype, self._data_offset = read_npy_header(path, self.name)
-        if dtype.hasobject:
-            raise UnsafeFileError(f"refusing to load Python objects from {self.name}: only numeric arrays are allowed")
-        if dtype.kind not in "biuf" or dtype.fields is not None:
-            raise DataError(f"{self.name} holds {dtype} values; expected real numbers")
-        if len(shape) not in (1, 2):
-            raise DataError(f"{self.name} holds a {len(shape)}-D array of shape {shape}; expected 2-D (n_samples, n_features)")
-        need = self._data_offset + int(np.prod(shape)) * dtype.itemsize
-        if os.path.getsize(path) < need:
-            raise InputFileError(f"cannot load {self.name}: truncated .npy file (shape {shape} needs {need} bytes)")
-        self.n_rows = shape[0]
-        self.n_features = shape[1] if len(shape) == 2 else 1
-        self._fortran = fortran
-        self._x = np.load(path, mmap_mode="r", allow_pickle=False) if self.n_rows and self.n_features else None
-        if self._x is not None and self._x.ndim == 1:
-            self._x = self._x.reshape(-1, 1)
-
-    def chunks(self, rows: int) -> Iterator[np.ndarray]:
-        if self._x is None:
-            return
-        mm = getattr(self._x, "_mmap", None) or getattr(getattr(self._x, "base", None), "_mmap", None)
-        row_bytes = self.n_features * self._x.dtype.itemsize
-        page = mmap.PAGESIZE
-        done = 0  # bytes of the mapping already released
-        for i in range(0, self.n_rows, rows):
-            yield np.array(self._x[i:i + rows])  # a copy: the caller may keep it past the release below
-            if mm is not None and not self._fortran and hasattr(mm, "madvise"):
-                end = (self._data_offset + (i + rows) * row_bytes) // page * page
-                if end > done:
-                    with contextlib.suppress(OSError, ValueError):
-                        mm.madvise(mmap.MADV_DONTNEED, done, end - done)  # keep RSS at a chunk, not the file
-                    done = end
-
-    def close(self) -> None:
-        self._x = None
-
-
-class _CsvSource(_Source):
-    """A streamed .csv: numbers separated by commas; optional header line, blank and # lines skipped."""
-
-    def __init__(self, path):
-        self.name = _name(path)
-        _check_file(path, self.name)
-        self._size = max(1, os.path.getsize(path))
-        self._f = open(path, "rb")
-        try:
-            self._start()
-        except BaseException:
-            self._f.close()
-            raise
-
-    def _start(self) -> None:
-        self._read = 0
-        self._lineno = 0
-        self._pending: list[tuple[int, str]] = []  # the first data line, read to learn the width
-        first = self._next_data_line()
-        if first is None:
-            self.n_features = None
-            return
-        lineno, text = first
-        cells = _split(text, self.name, lineno)
-        if all(_parse_number(c) is None and c.strip() for c in cells):  # a header of column names
-            first = self._next_data_line()
-            if first is None:
-                self.n_features = None
-                return
-            lineno, text = first
-            cells = _split(text, self.name, lineno)
-        self.n_features = len(cells)
-        self._width_line = lineno
-        self._pending = [first]
-
-    def _next_data_line(self) -> tuple[int, str] | None:
-        while True:
-            raw = self._f.readline()
-            if not raw:
-                return None
-            self._read += len(raw)
-            self._lineno += 1
-            try:
-                text = raw.decode("utf-8-sig" if self._lineno == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise InputFileError(f"cannot load {self.name}: line {self._lineno} is not UTF-8 text") from None
-            stripped = text.strip()
-            if not stripped or stripped.startswith("#") or not stripped.strip(", \t"):
-                continue
-            return self._lineno, text
-
-    def progress(self) -> float:
-        return min(1.0, self._read / self._size)
-
-    def chunks(self, rows: int) -> Iterator[np.ndarray]:
-        if self.n_features is None:
-            return
-        d = self.n_features
-        while True:
-            lines = self._pending
-            self._pending = []
-            while len(lines) < rows:
-                item = self._next_data_line()
-                if item is None:
-                    break
-                lines.append(item)
-            if not lines:
-                return
-            yield self._parse(lines, d)
-
-    def _parse(self, lines: list[tuple[int, str]], d: int) -> np.ndarray:
-        texts = [t for _, t in lines]
-        if not any('"' in t for t in texts):
-            try:  # fast path: numpy's C parser; the slow path below names the bad cell
-                with np.errstate(all="ignore"):
-                    x = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
-                if x.shape == (len(lines), d):
-                    return x
-            except ValueError:
-                pass
-        out = np.empty((len(lines), d), np.float64)
-        for r, (lineno, text) in enumerate(lines):
-            cells = _split(text, self.name, lineno)
-            if len(cells) != d:
-                raise DataError(f"{self.name} line {lineno} has {len(cells)} values, expected {d} "
-                                f"(as on line {self._width_line})")
-            for c, cell in enumerate(cells):
-                v = _parse_number(cell)
-                if v is None:
-                    what = "an empty cell" if not cell.strip() else f"{cell.strip()[:30]!r} is not a number"
-                    raise DataError(f"{self.name} line {lineno}, column {c + 1}: {what}")
-                out[r, c] = v
-        return out
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def _split(text: str, name: str, lineno: int) -> list[str]:
-    try:
-        rows = list(csv.reader([text], skipinitialspace=True))
-    except csv.Error as exc:
-        raise InputFileError(f"cannot load {name}: malformed CSV on line {lineno} ({exc})") from None
-    return rows[0] if rows else []
-
-
-class _ParquetSource(_Source):
-    """A .parquet file read by record batches (pyarrow); every column must be numeric; nulls are NaN."""
-
-    def __init__(self, path, columns=None):
-        self.name = _name(path)
-        _check_file(path, self.name)
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise UsageError("reading .parquet needs pyarrow: pip install 'gmmnet[parquet]'") from None
-        try:
-            self._pf = pq.ParquetFile(path)
-            schema = self._pf.schema_arrow
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError…
-            raise InputFileError(f"cannot load {self.name}: not a valid Parquet file ({type(exc).__name__}: {exc})") from None
-        names = list(columns) if columns is not None else schema.names
-        for col in names:
-            if col not in schema.names:
-                raise DataError(f"{self.name} has no column {col!r}")
-            t = schema.field(col).type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
-                raise DataError(f"{self.name} column {col!r} holds {t} values; expected numbers")
-        self._columns = names
-        self.n_rows = self._pf.metadata.num_rows
-        self.n_features = len(names)
-
-    def chunks(self, rows: int) -> Iterator[np.ndarray]:
-        if not self.n_rows or not self.n_features:
-            return
-        for batch in self._pf.iter_batches(batch_size=rows, columns=self._columns):
-            x = np.empty((batch.num_rows, self.n_features), np.float64)
-            for j, col in enumerate(batch.columns):
-                x[:, j] = col.to_numpy(zero_copy_only=False)  # nulls arrive as NaN
-            yield x
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._pf.close()
-
-
-def _check_file(path, name: str) -> None:
-    if not os.path.exists(path):
-        raise InputFileError(f"{name}: no such file")
-    if not os.path.isfile(path):
-        raise InputFileError(f"{name}: not a regular file")
-    if not os.access(path, os.R_OK):
-        raise InputFileError(f"{name}: permission denied")
-
-
-def open_data(data, *, columns=None) -> _Source:
-    """A chunked reader for a path (.npy, .csv, .parquet) or an in-memory 2-D array."""
-    if isinstance(data, (str, os.PathLike)):
-        suffix = Path(os.fspath(data)).suffix.lower()
-        if suffix == ".npy":
-            return _NpySource(data)
-        if suffix == ".csv":
-            return _CsvSource(data)
-        if suffix == ".parquet":
-            return _ParquetSource(data, columns=columns)
-        raise InputFileError(f"{_name(data)}: unknown data file type {suffix or '(no suffix)'!r}; "
-                             f"accepted: {', '.join(DATA_SUFFIXES)}")
-    return _ArraySource(data)
-
-
-def iter_chunks(data, batch_size: int = 4096, *, columns=None) -> Iterator[np.ndarray]:
-    """The rows of ``data`` (path or array) as 2-D arrays of at most ``batch_size`` rows."""
-    src = open_data(data, columns=columns)
-    try:
-        yield from src.chunks(_check_batch(batch_size))
-    finally:
-        src.close()
-
-
-def _check_batch(batch_size) -> int:
-    try:
-        b = int(batch_size)
-    except (TypeError, ValueError):
-        raise UsageError(f"batch size must be a positive integer, got {batch_size!r}") from None
-    if b < 1 or b != batch_size:
-        raise UsageError(f"batch size must be a positive integer, got {batch_size!r}")
-    return b
-
-
-# ---------------------------------------------------------------------------
 # scoring loops
 
 
@@ -504,10 +272,12 @@ def _threads(threads) -> int:
     return int(threads)
 
 
-def _scored(scorer: Scorer, src: _Source, batch_size: int, threads: int,
+def _scored(scorer: Scorer, src: Table, batch_size: int, threads: int,
             on_chunk: Callable[[int], None] | None = None, offset: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Score ``src`` chunk by chunk, ``threads`` chunks at a time, yielding results in order."""
-    if src.n_features is not None and scorer.n_features is not None and src.n_features != scorer.n_features:
+    if src.n_rows == 0 or not src.n_features:
+        return  # no rows: nothing to score
+    if scorer.n_features is not None and src.n_features != scorer.n_features:
         raise DataError(f"{src.name} has {src.n_features} features (columns); the model expects {scorer.n_features}")
     if src.n_features:
         scorer.probe(src.n_features)
@@ -543,45 +313,56 @@ def _scored(scorer: Scorer, src: _Source, batch_size: int, threads: int,
 
 
 def iter_scores(model, data, *, outputs=None, batch_size: int | None = None, threads: int | None = None,
-                columns=None, offset: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                columns=None, offset: int = 0, note=None) -> Iterator[dict[str, np.ndarray]]:
     """Score ``data`` chunk by chunk: yields ``{output: array}`` for consecutive chunks of rows.
 
     Parameters
     ----------
     model : onnx.ModelProto, bytes, path, onnxruntime.InferenceSession or Scorer
-    data : path (.npy memory-mapped, .csv streamed, .parquet by record batches) or 2-D array
+        A path is loaded by :func:`gmmnet.io.load_onnx` (external data checked); weights
+        must be finite.
+    data : str, PathLike or array-like
+        A path (.npy read in chunks, .csv streamed, .parquet by record batches; see
+        :mod:`gmmnet.io.tables`) or a 2-D array.
     outputs : sequence of str, optional
-        Graph outputs to compute (default: all).
+        Graph outputs to compute (default: every tensor output).
     batch_size : int, optional
-        Rows per chunk (default: :meth:`Scorer.default_batch_size`, about CHUNK_BYTES of activations).
+        Rows per chunk (default: :meth:`Scorer.default_batch_size`, about CHUNK_BYTES of
+        activations).
     threads : int, optional
-        Chunks scored at once, each on a single-threaded session (default: CPU count, at most 8).
-    columns : sequence of str, optional
-        Parquet columns to use as features (default: all).
+        Chunks scored at once, each on a single-threaded session (default: CPU count, at
+        most 8).
+    columns : sequence of str or int, optional
+        Feature columns by name (CSV header, Parquet) or position (default: all).
     offset : int
         Global index of the first row, when ``data`` is one part of a larger whole (see the
         module doc: it decides where rows sit in the padded chunks, so parts scored apart
         match the whole bit for bit).
+    note : callable, optional
+        Receives the reader's notes, e.g. a dropped index column (default: warnings).
+
+    Yields
+    ------
+    dict of str to numpy.ndarray
+        One entry per output, one row per input row of the chunk.
     """
     scorer = model if isinstance(model, Scorer) else Scorer(model, outputs)
-    src = open_data(data, columns=columns)
-    try:
-        bs = _check_batch(batch_size) if batch_size is not None else scorer.default_batch_size()
+    with open_data(data, columns=columns, note=note) as src:
+        bs = check_batch(batch_size) if batch_size is not None else scorer.default_batch_size()
         yield from _scored(scorer, src, bs, _threads(threads), offset=int(offset))
-    finally:
-        src.close()
 
 
 def score(model, data, *, outputs=None, batch_size: int | None = None, threads: int | None = None,
-          columns=None, offset: int = 0) -> dict[str, np.ndarray]:
-    """Score all of ``data`` and return ``{output: array}`` (see :func:`iter_scores`).
+          columns=None, offset: int = 0, note=None) -> dict[str, np.ndarray]:
+    """Score all of ``data`` and return ``{output: array}`` (parameters: :func:`iter_scores`).
 
     The results are bit-for-bit those of any other chunking, and of
     :mod:`gmmnet.distributed`.  Rows with NaN/inf give NaN (label: -1).
     """
     scorer = model if isinstance(model, Scorer) else Scorer(model, outputs)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in scorer.outputs}
-    for out in iter_scores(scorer, data, batch_size=batch_size, threads=threads, columns=columns, offset=offset):
+    for out in iter_scores(scorer, data, batch_size=batch_size, threads=threads, columns=columns, offset=offset,
+                           note=note):
         for k, v in out.items():
             parts[k].append(v)
     if any(not v for v in parts.values()):  # no rows: empty arrays of the right shapes and dtypes
@@ -647,41 +428,43 @@ def _csv_fmt(dtype) -> str:
     return "%.9g" if dtype.itemsize <= 4 else "%.17g"  # enough digits to read back the same number
 
 
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+class _ProgressBar:
+    """Scoring progress on stderr (rich): bar, share done, rows, rows/s and time left.
 
-    def __init__(self, total_rows: int | None, src: _Source, enabled: bool | None, stream=None):
-        self.stream = stream or sys.stderr
+    By default it shows only when the stream is a terminal; ``enabled=True`` on a
+    non-terminal prints one plain line at the end instead of a live bar.  rich is imported
+    here, not at module import, so ``gmmnet --help`` stays fast.
+    """
+
+    def __init__(self, src: Table, enabled: bool | None, stream=None):
+        stream = stream or sys.stderr
         if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
-        self.total, self.src, self.rows = total_rows, src, 0
-        self.t0 = self._last = time.monotonic()
+            enabled = bool(getattr(stream, "isatty", lambda: False)())
+        self.src, self.rows, self._bar = src, 0, None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("scoring"), BarColumn(), TaskProgressColumn(),
+                             TextColumn("{task.fields[rows]:,} rows  {task.fields[rate]:,.0f} rows/s  ETA"),
+                             TimeRemainingColumn(), console=Console(file=stream, highlight=False))
+        done, total, _ = src.progress()
+        self._task = self._bar.add_task("score", total=total, completed=done, rows=0, rate=0.0)
+        self._t0 = time.monotonic()
+        self._bar.start()
 
     def __call__(self, n: int) -> None:
         self.rows += n
-        now = time.monotonic()
-        if self.enabled and now - self._last >= 0.2:
-            self._last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        frac = self.rows / self.total if self.total else self.src.progress()
-        rate = self.rows / max(now - self.t0, 1e-9)
-        if frac is None:
-            line = f"scored {self.rows:,} rows ({rate:,.0f} rows/s)"
-        else:
-            width = 30
-            fill = int(round(width * min(frac, 1.0)))
-            line = f"[{'#' * fill}{'.' * (width - fill)}] {100 * frac:5.1f}%  {self.rows:,} rows  {rate:,.0f} rows/s"
-        self.stream.write("\r" + line)
-        self.stream.flush()
+        if self._bar is not None:
+            done, total, _ = self.src.progress()
+            rate = self.rows / max(time.monotonic() - self._t0, 1e-9)
+            self._bar.update(self._task, completed=done, total=total, rows=self.rows, rate=rate)
 
     def close(self) -> None:
-        if self.enabled:
-            self._draw(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _pick_outputs(scorer_outputs: list[str], requested, suffix: str, out: str) -> list[str]:
@@ -699,7 +482,7 @@ def _pick_outputs(scorer_outputs: list[str], requested, suffix: str, out: str) -
 
 def score_to_file(model, data, out, *, outputs=None, batch_size: int | None = None, threads: int | None = None,
                   force: bool = False, progress: bool | None = None, columns=None,
-                  inputs: Iterable = ()) -> dict[str, Any]:
+                  inputs: Iterable = (), note=None) -> dict[str, Any]:
     """Score ``data`` and write the results to ``out`` incrementally and atomically.
 
     ``out`` is ``.npy`` (one output; default ``log_likelihood`` when the model has it),
@@ -708,7 +491,12 @@ def score_to_file(model, data, out, *, outputs=None, batch_size: int | None = No
     file in ``out``'s folder that replaces ``out`` only when complete; an existing ``out``
     needs ``force=True`` and ``out`` may never be the model, the data or one of ``inputs``.
 
-    Returns a summary: ``rows``, ``outputs``, ``nonfinite_rows``, ``batch_size``, ``seconds``.
+    ``progress`` shows a bar on stderr (default: when stderr is a terminal); ``note``
+    receives the reader's notes (default: warnings); the other parameters are
+    :func:`iter_scores`'s.
+
+    Returns a summary: ``rows``, ``outputs``, ``nonfinite_rows``, ``batch_size``, ``threads``,
+    ``output``, ``notes`` (what the reader did), ``seconds``.
     """
     from .io import atomic_write
 
@@ -723,19 +511,21 @@ def score_to_file(model, data, out, *, outputs=None, batch_size: int | None = No
     paths = [p for p in (model, data) if isinstance(p, (str, os.PathLike))] + list(inputs)
     scorer = model if isinstance(model, Scorer) else Scorer(model)
     names = _pick_outputs(scorer.outputs, outputs, suffix, out)
-    scorer = Scorer(scorer.session, names)
-    src = open_data(data, columns=columns)
-    try:
-        if src.n_features is not None and scorer.n_features is not None and src.n_features != scorer.n_features:
-            raise DataError(f"{src.name} has {src.n_features} features (columns); the model expects {scorer.n_features}")
-        if src.n_rows == 0 or src.n_features in (None, 0):
+    skipped = scorer.skipped if outputs is None else {}
+    scorer = Scorer(scorer.session, names, source=scorer.source)
+    notes = [f"{scorer.source}: not scoring output {o!r}, a {kind} rather than a tensor" for o, kind in skipped.items()]
+    report_notes(notes, note)
+    with open_data(data, columns=columns, note=note) as src:
+        if src.n_rows == 0 or not src.n_features:
             raise DataError(f"{src.name} holds no data rows")
+        if scorer.n_features is not None and src.n_features != scorer.n_features:
+            raise DataError(f"{src.name} has {src.n_features} features (columns); the model expects {scorer.n_features}")
         scorer.probe(src.n_features)
-        bs = _check_batch(batch_size) if batch_size is not None else scorer.default_batch_size()
+        bs = check_batch(batch_size) if batch_size is not None else scorer.default_batch_size()
         nthreads = _threads(threads)
         summary: dict[str, Any] = {"rows": 0, "nonfinite_rows": 0, "outputs": names, "batch_size": bs,
-                                   "threads": nthreads, "output": out}
-        bar = _Progress(src.n_rows, src, progress)
+                                   "threads": nthreads, "output": out, "notes": notes + src.notes}
+        bar = _ProgressBar(src, progress)
         t0 = time.perf_counter()
 
         def chunks():
@@ -774,8 +564,6 @@ def score_to_file(model, data, out, *, outputs=None, batch_size: int | None = No
             bar.close()
         summary["seconds"] = time.perf_counter() - t0
         return summary
-    finally:
-        src.close()
 
 
 def _write_npz(f, out: str, names: list[str], scorer: Scorer, results: Iterator[dict[str, np.ndarray]]) -> None:

@@ -177,6 +177,7 @@ def _cases(files: Path, fitted):
     _ir_with_zero_eigenvalue(files / "zero.json", fitted)
     _unsupported_onnx(files / "sigmoid.onnx")
     np.save(files / "x2.npy", np.zeros((5, 2)))
+    np.save(files / "x2f.npy", np.zeros((5, 2), np.float32))  # read whole as float64: a copy, estimated first
     assert cli.main(["to-onnx", str(files / "gm.json"), "-o", str(files / "m.onnx")]) == 0
     return [
         (errors.UsageError, ["to-gmm", files / "gm.json"]),
@@ -192,7 +193,7 @@ def _cases(files: Path, fitted):
         (errors.OutputExistsError, ["to-onnx", files / "m.onnx", "-o", files / "m.onnx", "--force"]),
         (errors.OutputFileError, ["to-onnx", files / "gm.json", "-o", files / "no" / "such" / "m.onnx"]),
         (errors.ResourceLimitError, ["--max-memory", "16", "to-gmm", files / "m.onnx", "-o", files / "r.json",
-                                     "--data", files / "x2.npy"]),
+                                     "--data", files / "x2f.npy"]),
     ]
 
 
@@ -272,7 +273,7 @@ def test_interrupted_write_leaves_no_file(capsys, files, monkeypatch):
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gio.os, "fsync", interrupted)
+    monkeypatch.setattr(os, "fsync", interrupted)  # what atomic_write calls before the rename
     code, _, err = call(capsys, "to-onnx", files / "gm.json", "-o", files / "partial.onnx")
     assert code == 130 and "interrupted" in err
     assert not any(p.name.startswith((".partial", "partial")) for p in files.iterdir())

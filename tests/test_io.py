@@ -131,7 +131,7 @@ def test_csv_not_utf8(tmp_path):
     path.write_bytes(b"1,2\n\xff\xfe,3\n")
     with pytest.raises(InputFileError) as excinfo:
         gio.load_data(path)
-    assert str(excinfo.value) == f"cannot load {path}: not a UTF-8 text file"
+    assert str(excinfo.value) == f"cannot load {path}: line 2 is not UTF-8 text"
 
 
 # ---------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_npy_pickled_objects_are_refused(tmp_path):
 def test_npy_truncated(tmp_path):
     path = _npy(tmp_path, np.zeros((100, 3)))
     path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(InputFileError, match=f"cannot load {path}: not a valid .npy file"):
+    with pytest.raises(InputFileError, match=rf"cannot load {path}: truncated \.npy file \(shape \(100, 3\) needs 2528 bytes"):
         gio.load_data(path)
 
 
@@ -227,7 +227,7 @@ def test_npy_garbage(tmp_path):
 def test_data_unknown_suffix_and_missing(tmp_path):
     with pytest.raises(InputFileError) as excinfo:
         gio.load_data(tmp_path / "data.txt")
-    assert str(excinfo.value) == f"{tmp_path / 'data.txt'}: unknown data file type '.txt'; accepted: .npy, .csv"
+    assert str(excinfo.value) == f"{tmp_path / 'data.txt'}: unknown data file type '.txt'; accepted: .npy, .csv, .parquet"
     with pytest.raises(InputFileError) as excinfo:
         gio.load_data(tmp_path / "missing.csv")
     assert str(excinfo.value) == f"{tmp_path / 'missing.csv'}: no such file"

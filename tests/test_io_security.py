@@ -8,6 +8,7 @@ the error is an UnsafeFileError naming the refused global and the file.
 from __future__ import annotations
 
 import builtins
+import fractions
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
+import gmmnet.io.pickle as safe_pickle
 from gmmnet import io as gio
 from gmmnet.errors import (
     InputFileError,
@@ -33,8 +35,12 @@ from gmmnet.errors import (
     UnsupportedModelError,
 )
 
-HINT = "only scikit-learn mixture classes and numpy arrays are allowed"
+HINT = "only scikit-learn mixture classes, affine Pipeline steps and numpy arrays are allowed"
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def _never_called(self, state):
+    raise AssertionError("a refused class was given its state")
 
 
 @pytest.fixture(scope="module")
@@ -267,13 +273,25 @@ def test_skops_handcrafted_schema_with_eval_function_is_refused(X, tmp_path, can
 # what the allowlist admits beyond globals: calls, constructors, state
 
 
-def test_non_allowlisted_harmless_class_is_refused(X, tmp_path):
+def test_non_allowlisted_harmless_class_is_refused(tmp_path):
     path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(fractions.Fraction(1, 3)))
+    with pytest.raises(UnsafeFileError, match="refusing to load fractions.Fraction"):
+        gio.load_estimator(path)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".joblib"])
+def test_other_sklearn_estimator_is_unsupported_before_it_is_built(X, suffix, tmp_path, monkeypatch):
+    path = tmp_path / f"model{suffix}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path.write_bytes(pickle.dumps(LogisticRegression().fit(X, np.arange(len(X)) % 2)))
-    with pytest.raises(UnsafeFileError, match="refusing to load sklearn.linear_model._logistic.LogisticRegression"):
+        est = LogisticRegression().fit(X, np.arange(len(X)) % 2)
+    path.write_bytes(pickle.dumps(est)) if suffix == ".pkl" else joblib.dump(est, path)
+    monkeypatch.setattr(LogisticRegression, "__setstate__", _never_called, raising=False)
+    with pytest.raises(UnsupportedModelError) as excinfo:
         gio.load_estimator(path)
+    assert "sklearn.linear_model._logistic.LogisticRegression, which is not an affine step" in str(excinfo.value)
+    assert path.name in str(excinfo.value)
 
 
 @pytest.mark.parametrize("obj", [{"weights": [0.5, 0.5]}, np.eye(3), [1, 2, 3], "text"])
@@ -358,7 +376,7 @@ def test_joblib_array_larger_than_file_is_refused_without_allocating(tmp_path):
     assert data.count(shape) == 1
     # claim a shape of 10**9 × 3 float64 (24 GB) for the same 96 bytes: must fail before allocating
     path.write_bytes(data.replace(shape, b"J" + (10**9).to_bytes(4, "little") + b"K\x03\x86"))
-    with pytest.raises(InputFileError, match="joblib array of 24000000000 bytes but only"):
+    with pytest.raises(InputFileError, match="24000000000 bytes claimed but only 97 left"):
         gio.load_estimator(path)
 
 
@@ -396,6 +414,23 @@ def test_decompression_bomb_is_capped(tmp_path):
         gio.load_estimator(path, max_bytes=1_000_000)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the child's peak RSS from /proc")
+def test_compressed_joblib_peaks_near_its_decompressed_size(tmp_path):
+    """The stream is held once: arrays are views of it, not copies (the peak was ~4x the arrays)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "load_memory.py"
+    spec = importlib.util.spec_from_file_location("gmmnet_benchmarks_load_memory", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "big.joblib"
+    assert bench.write_model(str(path), 96) < 1 << 20  # a small file ...
+    r = bench.measure(str(path))
+    assert r["array_bytes"] == 96 << 20  # ... that holds 96 MiB
+    assert r["growth"] < 1.3 * r["array_bytes"] + (24 << 20), r
+
+
 def test_pickle_file_size_cap(X, tmp_path):
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps(_gm(X)))
@@ -429,7 +464,7 @@ def test_unfitted_mixture_is_not_fitted(tmp_path):
 
 
 def test_register_safe_class_extends_the_allowlist(X, tmp_path, monkeypatch):
-    monkeypatch.setattr(gio, "_SAFE_CLASSES", dict(gio._SAFE_CLASSES))
+    monkeypatch.setattr(safe_pickle, "_SAFE_CLASSES", dict(safe_pickle._SAFE_CLASSES))
     path = tmp_path / "model.pkl"
     path.write_bytes(pickle.dumps(MyMixture(7)))
     with pytest.raises(UnsafeFileError, match=f"refusing to load {__name__}.MyMixture"):
@@ -503,7 +538,7 @@ def test_legit_extras_random_state_and_feature_names(fmt, X, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["pkl-p4", "joblib-zlib3", "skops"])
 def test_hierarchical_mixture_loads(fmt, X, tmp_path):
-    hierarchy = pytest.importorskip("gmmnet.hierarchy")
+    from gmmnet import hierarchy
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         h = hierarchy.HierarchicalGaussianMixture("3:full,2:diag", random_state=0).fit(X)

@@ -14,9 +14,17 @@ from sklearn.mixture import GaussianMixture
 
 from gmmnet import from_sklearn
 from gmmnet.cli import main
-from gmmnet.errors import DataError, InputFileError, OutputExistsError, UnsafeFileError, UsageError
+from gmmnet.errors import (
+    DataError,
+    InputFileError,
+    InvalidModelError,
+    OutputExistsError,
+    UnsafeFileError,
+    UnsupportedModelError,
+    UsageError,
+)
 from gmmnet.formats.onnx import to_onnx
-from gmmnet.score import ALIGN, Scorer, _Progress, iter_chunks, iter_scores, open_data, score, score_to_file
+from gmmnet.score import ALIGN, Scorer, _ProgressBar, iter_chunks, iter_scores, open_data, score, score_to_file
 
 ALL = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
 ROOT = Path(__file__).resolve().parents[1]
@@ -329,21 +337,33 @@ def test_npy_default_needs_a_choice_without_log_likelihood(fitted, tmp_path):
 
 
 def test_progress_bar_only_on_a_terminal(files):
+    """rich draws the bar (share, rows, rate, time left) on a terminal; nothing goes to a pipe
+    unless asked for, and then one plain final line."""
     import io
 
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
-    src = open_data(files["npy"])
-    tty, pipe = Tty(), io.StringIO()
-    for stream in (tty, pipe):
-        bar = _Progress(1200, src, None, stream=stream)
-        bar._last = -1e9  # draw on the next update
-        bar(600)
-        bar.close()
-    assert "50.0%" in tty.getvalue() and "600 rows" in tty.getvalue()
-    assert pipe.getvalue() == ""
+    outputs = {}
+    for label, stream, enabled in [("tty", Tty(), None), ("pipe", io.StringIO(), None), ("forced", io.StringIO(), True)]:
+        with open_data(files["npy"]) as src:
+            bar = _ProgressBar(src, enabled, stream=stream)
+            for _ in src.chunks(600):
+                bar(600)
+            bar.close()
+        outputs[label] = stream.getvalue()
+    assert "100%" in outputs["tty"] and "1,200 rows" in outputs["tty"] and "rows/s" in outputs["tty"]
+    assert "ETA" in outputs["tty"] and "\x1b[" in outputs["tty"]  # a live terminal display
+    assert outputs["pipe"] == ""
+    assert "1,200 rows" in outputs["forced"] and "\x1b[" not in outputs["forced"]
+    assert outputs["forced"].count("\n") == 1
+
+
+def test_rich_is_imported_only_when_a_bar_is_drawn():
+    code = "import sys, gmmnet.cli, gmmnet.score; gmmnet.cli.build_parser(); print('rich' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert res.stdout.strip() == "False", res.stdout + res.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -372,15 +392,110 @@ def test_cli_score_help_lists_formats(capsys):
         assert word in text
 
 
-def test_memory_benchmark_smoke(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "score_memory.py"), "--rows", "3000", "--features", "4",
-         "--components", "2", "--no-baseline", "--workdir", str(tmp_path), "--json", str(tmp_path / "r.json")],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
+def _score_memory(tmp_path, rows: int) -> dict:
     import json
 
-    r = json.loads((tmp_path / "r.json").read_text())
-    assert r["output_rows"] == 3000 and r["output_finite"] and r["peak_rss_bytes"] > 0
+    out = tmp_path / f"r{rows}.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "score_memory.py"), "--rows", str(rows), "--features", "32",
+         "--components", "4", "--no-baseline", "--workdir", str(tmp_path), "--json", str(out)],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    r = json.loads(out.read_text())
+    assert r["output_rows"] == rows and r["output_finite"]
+    return r
+
+
+def test_score_memory_does_not_grow_with_rows(tmp_path):
+    """docs/scoring.md: memory depends on the chunk size, not on the number of rows, and stays
+    under the 1.5 GB target.  `gmmnet score` runs in a child process that reads its own peak
+    RSS (VmHWM); 32 times the rows (2.4 MiB -> 78 MiB of data) may not raise it by 16 MiB."""
+    small, large = _score_memory(tmp_path, 20_000), _score_memory(tmp_path, 640_000)
+    assert large["data_bytes"] - small["data_bytes"] > 70 << 20
+    assert large["peak_rss_bytes"] - small["peak_rss_bytes"] < 16 << 20, (small, large)
+    assert large["peak_rss_bytes"] < large["target_gib"] * 1e9
+
+
+# ---------------------------------------------------------------------------
+# models gmmnet did not write, models it refuses
+
+
+def test_zipmap_classifier_scores_its_tensor_outputs(tmp_path, capsys):
+    """skl2onnx's LogisticRegression gives probabilities as a ZipMap (a sequence of maps)."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    import onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    clf = LogisticRegression(max_iter=1000).fit(X, y)
+    onnx.save(skl2onnx.to_onnx(clf, X[:1].astype(np.float32)), tmp_path / "lr.onnx")
+    np.save(tmp_path / "x.npy", X)
+    model, data = str(tmp_path / "lr.onnx"), str(tmp_path / "x.npy")
+    out = score(model, X)
+    assert list(out) == ["output_label"] and np.array_equal(out["output_label"], clf.predict(X))
+    assert main(["score", model, data, "-o", str(tmp_path / "l.npy")]) == 0
+    captured = capsys.readouterr()
+    assert "not scoring output 'output_probability', a seq(map(int64,tensor(float)))" in captured.err
+    assert np.array_equal(np.load(tmp_path / "l.npy"), clf.predict(X))
+    code = main(["score", model, data, "-o", str(tmp_path / "p.npz"), "--outputs", "output_probability"])
+    assert code == UnsupportedModelError.exit_code
+    err = capsys.readouterr().err
+    assert err == (f"gmmnet: error: {model}: output 'output_probability' is a seq(map(int64,tensor(float))), not a "
+                   "tensor; gmmnet scores tensor outputs (output_label)\n")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_weights_are_refused_alike_by_every_verb(fitted, tmp_path, capsys, bad):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(fitted["m64"])
+    w = model.graph.initializer[0]
+    arr = numpy_helper.to_array(w).copy()
+    arr.flat[3] = bad
+    w.CopyFrom(numpy_helper.from_array(arr, w.name))
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    np.save(tmp_path / "x.npy", fitted["X"][:50])
+    kind = "NaN" if np.isnan(bad) else "infinite"
+    expected = f"gmmnet: error: invalid model in {path}: initializer {w.name!r} holds {kind} values\n"
+    for argv in (["score", str(path), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npy")],
+                 ["inspect", str(path)], ["to-gmm", str(path), "-o", str(tmp_path / "o.json")]):
+        assert main(argv) == InvalidModelError.exit_code, argv
+        assert capsys.readouterr().err == expected, argv
+    with pytest.raises(InvalidModelError, match=f"initializer {w.name!r} holds {kind} values"):
+        Scorer(model)
+
+
+def test_onnxruntime_refusal_is_one_line_naming_the_file(tmp_path, capfd):
+    """A model the checker accepts but onnxruntime cannot load: one gmmnet line, no runtime log lines."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Mystery", ["X"], ["Y"], domain="org.example")], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("org.example", 1)])
+    onnx.save(model, tmp_path / "odd.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((4, 2)))
+    code = main(["score", str(tmp_path / "odd.onnx"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npy")])
+    assert code == InputFileError.exit_code
+    err = capfd.readouterr().err
+    assert err.startswith(f"gmmnet: error: {tmp_path / 'odd.onnx'}: onnxruntime cannot load it (") and err.count("\n") == 1
+
+
+def test_onnxruntime_warnings_are_silenced(fitted, tmp_path, capfd):
+    """onnxruntime logs a warning for an initializer no node uses; a session from gmmnet does not."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(fitted["m32"])
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "unused"))
+    onnx.save(model, tmp_path / "u.onnx")
+    np.save(tmp_path / "x.npy", fitted["X"][:10])
+    assert main(["score", str(tmp_path / "u.onnx"), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npy")]) == 0
+    assert capfd.readouterr().err == ""

@@ -8,23 +8,33 @@ import numpy as np
 
 from ...errors import DataError, InputFileError
 
-__all__ = ["measured_errors", "run", "session"]
+__all__ = ["measured_errors", "ort_errors", "run", "session"]
 
 _NP = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 
-def session(model, **options):
+def ort_errors() -> tuple[type, ...]:
+    """The exception types onnxruntime raises (its own Fail, InvalidGraph, ... and RuntimeError)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception)) + (RuntimeError,)
+
+
+def session(model, source: str | None = None, **options):
     """An ``onnxruntime.InferenceSession`` on the CPU provider.
 
     ``model`` is an ``onnx.ModelProto``, serialized bytes, a path, or an existing session
-    (returned as is).  Keyword ``options`` set attributes of ``onnxruntime.SessionOptions``
-    (e.g. ``intra_op_num_threads=1``).
+    (returned as is); ``source`` names it in messages (default: the path, or "model").
+    Keyword ``options`` set attributes of ``onnxruntime.SessionOptions`` (e.g.
+    ``intra_op_num_threads=1``).  onnxruntime's own log lines are silenced below errors
+    (``log_severity_level=3``): gmmnet reports problems as one-line errors instead.
     """
     import onnxruntime as ort
 
     if isinstance(model, ort.InferenceSession):
         return model
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: no warning lines around gmmnet's own messages
     for key, value in options.items():
         setattr(so, key, value)
     if isinstance(model, (bytes, bytearray)):
@@ -34,6 +44,7 @@ def session(model, **options):
         if not os.path.isfile(path):
             raise InputFileError(f"{path}: no such file")
         data = path
+        source = source or path
     else:
         try:
             data = model.SerializeToString()
@@ -41,9 +52,9 @@ def session(model, **options):
             raise InputFileError(f"expected an ONNX model, bytes or a path, got {type(model).__name__}") from None
     try:
         return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/… types
-        where = data if isinstance(data, str) else "model"
-        raise InputFileError(f"{where}: onnxruntime cannot load it ({type(exc).__name__}: {str(exc)[:200]})") from None
+    except ort_errors() as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise InputFileError(f"{source or 'model'}: onnxruntime cannot load it ({type(exc).__name__}: {first[:200]})") from None
 
 
 def run(model, X, outputs=None) -> dict[str, np.ndarray]:
