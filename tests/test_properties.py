@@ -9,7 +9,7 @@ Tolerances (issues 2 and 3), with err(ll) = max |Δ| / (1 + |ref|):
     only for standardized data; scaled data get the raw bound).  The float32 reference is the
     float64 mixture on the float32-rounded input.  Labels agree except where the top two
     log-joints tie within 1e-6 (relative).
-  * Back through gmmnet.recover.from_onnx: means and covariances within 1e-8 (float64 graph) or
+  * Back through gmmnet.formats.onnx.read.from_onnx: means and covariances within 1e-8 (float64 graph) or
     1e-4 (float32 graph) relative, per component.
 """
 
@@ -27,7 +27,7 @@ from mixtures import random_mixture, sample
 from gmmnet import linalg
 from gmmnet.formats.onnx import run, to_onnx
 from gmmnet.ir import from_json
-from gmmnet.recover import from_onnx
+from gmmnet.formats.onnx.read import from_onnx
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 #: Examples per property; raise it for a longer run: GMMNET_PROPERTY_EXAMPLES=2000 pytest tests/test_properties.py
