@@ -1537,6 +1537,13 @@ INPUT_TRANSFORM_KEY = "input_transform"
 SPAN_RCOND = {"float64": 1e-9, "float32": 1e-5}
 
 
+def _note(reading: GraphReading, text: str) -> None:
+    """A reader note, on the reading and on its normalized network (the report quotes the latter)."""
+    reading.notes.append(text)
+    if reading.net is not None:
+        reading.net.notes.append(text)
+
+
 def _right_inverse(A: np.ndarray) -> np.ndarray:
     """R with A R = I for A of full row rank, from the column-equilibrated A (scale-safe)."""
     s = np.linalg.norm(A, axis=0)
@@ -1612,19 +1619,19 @@ def _metadata_transform(model, reading: GraphReading):
     try:
         t = InputTransform.model_validate_json(text)
     except ValidationError:
-        reading.notes.append(f"metadata {INPUT_TRANSFORM_KEY!r} is not a valid input transform; ignored")
+        _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r} is not a valid input transform; ignored")
         return None
     if t.n_inputs != reading.n_features or t.n_outputs > t.n_inputs:
-        reading.notes.append(f"metadata {INPUT_TRANSFORM_KEY!r} maps {t.n_inputs} inputs, the graph has "
+        _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r} maps {t.n_inputs} inputs, the graph has "
                              f"{reading.n_features}; ignored")
         return None
     R = _right_inverse(t.matrix)
     if not np.allclose(t.matrix @ R, np.eye(t.n_outputs), rtol=0, atol=1e-8):
-        reading.notes.append(f"metadata {INPUT_TRANSFORM_KEY!r}: its matrix has dependent rows; ignored")
+        _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r}: its matrix has dependent rows; ignored")
         return None
     err = max(_misfit_over(r, t.matrix, R) for r in _level0_rows(reading))
     if err > SPAN_RCOND[reading.dtype]:
-        reading.notes.append(f"metadata {INPUT_TRANSFORM_KEY!r} does not fit the first layer (its rows leave the "
+        _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r} does not fit the first layer (its rows leave the "
                              f"transform's row space by {err:.1e}); ignored, the layer is read over the raw inputs")
         return None
     return t
@@ -1649,7 +1656,7 @@ def _span_transform(reading: GraphReading):
     k = int(np.sum(sv > rcond * sv[0])) if sv.size and sv[0] > 0 else 0
     if k == 0 or k == d:
         return None
-    q, _ = np.linalg.qr((vh[:k] / s).T)  # the row space, back in the input's units, orthonormalized
+    q, _ = np.linalg.qr((vh[:k] * s).T)  # the row space (rows of (W / s) · diag(s)), orthonormalized
     Q = q.T
     err = _misfit_over(rows, Q, Q.T)
     if err > rcond:
@@ -1671,7 +1678,7 @@ def input_space(reading: GraphReading, *, grouped: bool = False) -> GraphReading
     t = _metadata_transform(reading.model, reading)
     if t is not None:
         _map_input(reading, t)
-        reading.notes.append(f"the first layer is read over z = A x + c, the {t.n_outputs}-feature preprocessing "
+        _note(reading, f"the first layer is read over z = A x + c, the {t.n_outputs}-feature preprocessing "
                              f"recorded in the metadata ({INPUT_TRANSFORM_KEY})")
         return reading
     if grouped or not reading.heads:
@@ -1679,7 +1686,7 @@ def input_space(reading: GraphReading, *, grouped: bool = False) -> GraphReading
     t = _span_transform(reading)
     if t is not None:
         _map_input(reading, t)
-        reading.notes.append(
+        _note(reading, 
             f"the first layer's weights span only {t.n_outputs} of the {t.matrix.shape[1]} input directions: the "
             f"mixture is over z = Q x (Q an orthonormal basis of that span, input_transform); its Gaussians over the "
             "raw inputs are degenerate along the other directions, which the graph ignores")
@@ -1739,6 +1746,20 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
         if reading.net is None:
             raise reading.error
         mixture, report = from_network(reading.net, data=data, groups=groups, n_components=n_components, source=source)
+    _note_log_constant(mixture, report)
     if check:
         report["readback"] = readback.verify(reading, mixture, grouped=grouped)
     return mixture, report
+
+
+def _note_log_constant(mixture, report: dict) -> None:
+    """Say so when every component carries the same nonzero log_constant (what a folded preprocessing leaves)."""
+    lc = mixture.log_constants
+    if lc.size == 0 or np.ptp(lc) != 0 or lc[0] == 0.0:
+        return
+    report["log_constant"] = float(lc[0])
+    space = "z (its input_transform)" if mixture.input_transform is not None else "the graph's inputs"
+    report.setdefault("notes", []).append(
+        f"every component carries log_constant {lc[0]:.6g}: the graph's scores are a normalized density over {space} "
+        "plus this constant (a folded invertible preprocessing z = A x + c gives −log|det A|: the graph computes the "
+        "density of z)")
