@@ -204,3 +204,67 @@ def test_cli_to_gmm_gives_back_the_transform(tmp_path, capsys):
     assert back.input_transform is not None and back.n_features == 3
     got = linalg.log_likelihood(back, back.input_transform.apply(IRIS))
     assert rel_err(got, pipe.score_samples(IRIS)) <= tol("readback_float64")
+
+
+# ---------------------------------------------------------------------------
+# hierarchies behind a preprocessing
+
+
+def prepend_affine(model: onnx.ModelProto, t: InputTransform) -> onnx.ModelProto:
+    """The graph with z = x Aᵀ + c computed in front of it (MatMul + Add): the reader folds it into level 0."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    old = g.input[0]
+    elem = old.type.tensor_type.elem_type
+    f = np.float32 if elem == TensorProto.FLOAT else np.float64
+    for node in g.node:
+        node.input[:] = ["z_in" if i == old.name else i for i in node.input]
+    g.initializer.extend([numpy_helper.from_array(t.matrix.T.astype(f), "pre/At"),
+                          numpy_helper.from_array(t.offset.astype(f), "pre/c")])
+    pre = [helper.make_node("MatMul", [old.name, "pre/At"], ["pre/xa"], name="pre/matmul"),
+           helper.make_node("Add", ["pre/xa", "pre/c"], ["z_in"], name="pre/add")]
+    nodes = pre + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    x = helper.make_tensor_value_info(old.name, elem, ["N", t.n_inputs])
+    g.input.remove(old)
+    g.input.insert(0, x)
+    del m.metadata_props[:]
+    return m
+
+
+@pytest.mark.parametrize("metadata", [True, False])
+def test_hierarchy_behind_a_pca(metadata):
+    """Level 0 over z: with the metadata any affine map; stripped, an orthonormal PCA (its rows stay orthogonal)."""
+    from gmmnet.formats.onnx import read_deep, to_onnx
+    from gmmnet.hierarchy import HierarchicalGaussianMixture
+
+    pre = PCA(4, whiten=metadata, random_state=0).fit(RAW)
+    t = transform_of(pre, RAW.shape[1])
+    z = pre.transform(RAW)
+    h = HierarchicalGaussianMixture("3:full,2:full", random_state=0).fit(z)
+    model = prepend_affine(to_onnx(h.to_ir(), dtype="float64", outputs=("log_likelihood",)), t)
+    if metadata:
+        model.metadata_props.add(key="input_transform", value=t.model_dump_json())
+    back, report = read_deep.from_onnx(model)
+    assert back.kind == "hierarchy" and back.input_transform is not None
+    if metadata:
+        assert np.array_equal(back.input_transform.matrix, t.matrix)
+    else:  # the span of the first layer: an orthonormal basis of A's rows
+        Q = back.input_transform.matrix
+        assert np.allclose(Q @ Q.T, np.eye(4), atol=1e-12) and np.allclose(t.matrix @ Q.T @ Q, t.matrix, atol=1e-9)
+    assert rel_err(read_deep.log_likelihood(back, RAW), h.score_samples(z)) <= tol("readback_float64")
+    assert report["readback"]["checked"] and report["readback"]["max_error"] <= tol("readback_float64")
+
+
+def test_stripped_hierarchy_behind_a_scaler_is_refused_with_a_hint():
+    from gmmnet.errors import UnsupportedModelError
+    from gmmnet.formats.onnx import read_deep, to_onnx
+    from gmmnet.hierarchy import HierarchicalGaussianMixture
+
+    pre = StandardScaler().fit(IRIS)
+    h = HierarchicalGaussianMixture("3:full,2:full", random_state=0).fit(pre.transform(IRIS))
+    model = prepend_affine(to_onnx(h.to_ir(), dtype="float64", outputs=("log_likelihood",)), transform_of(pre, 4))
+    with pytest.raises(UnsupportedModelError, match="reads back only with its input_transform metadata"):
+        read_deep.from_onnx(model)

@@ -61,19 +61,21 @@ def _greedy_groups(W: np.ndarray, tol: float) -> list[list[int]]:
 
 def _component(Wk: np.ndarray, bk: np.ndarray, dtype: str, level: int, k: int):
     """(mean, eigenvectors, eigenvalues) of one component whose neuron rows are λ^-½ v (gmmnet layout)."""
+    hint = (" (a hierarchy behind a folded scaler or whitening reads back only with its input_transform "
+            "metadata)" if level == 0 else "")
     norms = np.linalg.norm(Wk, axis=1)
     V = Wk / norms[:, None]
     err = float(np.max(np.abs(V @ V.T - np.eye(V.shape[0]))))
     if err > _ORTHO_TOL[dtype]:
         raise UnsupportedModelError(
             f"level {level}, component {k}: neuron directions are not orthogonal (max |VVt - I| = {err:.1e}): "
-            "the level's features are not principal-axis distances of one Gaussian"
+            f"the level's features are not principal-axis distances of one Gaussian{hint}"
         )
     if V.shape[0] != V.shape[1]:
         raise UnsupportedModelError(
             f"level {level}, component {k}: {V.shape[0]} neurons for {V.shape[1]} inputs, a rank-truncated level "
             f"without its head (its residual variance is not in the graph): export with level{level}_responsibilities "
-            "(to-onnx --level-outputs) to read it back"
+            f"(to-onnx --level-outputs) to read it back{hint}"
         )
     if err > 1e-12:  # float32 rows: the nearest orthonormal rows (polar factor)
         u, _, vh = np.linalg.svd(V)
