@@ -17,9 +17,8 @@ import numpy as np
 
 from gmmnet import linalg
 from gmmnet.formats.onnx import to_onnx
-from gmmnet.formats.onnx.read import read_layers
+from gmmnet.formats.onnx.read import from_onnx, read_layers
 from gmmnet.ir import Component, Mixture
-from gmmnet.formats.onnx.read import from_onnx
 
 
 def random_full_mixture(rng, k: int, d: int) -> Mixture:

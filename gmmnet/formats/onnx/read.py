@@ -1641,16 +1641,18 @@ def _span_transform(reading: GraphReading):
     """(Q, 0) when the first level's rows span k < n_features directions (Q: an orthonormal basis), else None."""
     from ...ir import InputTransform
 
+    W0 = reading.layers[0].W
+    d = W0.shape[1]
+    rcond = SPAN_RCOND[reading.dtype]
+    if W0.shape[0] >= d:  # cheap and usual: the first d neurons already span everything
+        s0 = np.linalg.norm(W0[:d], axis=0)
+        if np.all(s0 > 0):
+            sv = np.linalg.svd(W0[:d] / s0, compute_uv=False)
+            if sv[-1] > rcond * sv[0]:
+                return None
     rows = np.concatenate([r for r in _level0_rows(reading) if r.size], axis=0)
-    d = rows.shape[1]
-    first = rows[: min(d, rows.shape[0])]
     s = np.linalg.norm(rows, axis=0)
     s[s == 0] = 1.0
-    rcond = SPAN_RCOND[reading.dtype]
-    if first.shape[0] == d:
-        sv = np.linalg.svd(first / s, compute_uv=False)
-        if sv[-1] > rcond * sv[0]:  # the first d rows already span everything
-            return None
     check_bytes(8.0 * rows.shape[0] * d * 2, f"the span of the first layer ({rows.shape[0]} × {d})")
     _, sv, vh = np.linalg.svd(rows / s, full_matrices=False)
     k = int(np.sum(sv > rcond * sv[0])) if sv.size and sv[0] > 0 else 0
