@@ -185,8 +185,8 @@ def from_network(net: NetworkLayers, *, data=None, groups=None, n_components: in
         notes = ["explicit groups override the head's grouping; head constants ignored"]
     else:
         notes = []
-    t = net.input_transform
-    if data is not None and t is not None and len(net.layers) == 1:
+    t = net.input_transform if layer is net.layers[0] else None  # the first level is read over z = A x + c
+    if data is not None and t is not None:
         x = np.asarray(data, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != t.n_inputs:
             raise DataError(f"data must have shape (n, {t.n_inputs}), got {x.shape}")
@@ -195,7 +195,7 @@ def from_network(net: NetworkLayers, *, data=None, groups=None, n_components: in
         layer.W, layer.b, list(layer.activations), groups=use_groups, head=head, data=data,
         n_components=n_components, dtype=net.dtype, grouping=grouping, source=source,
     )
-    if t is not None and len(net.layers) == 1:
+    if t is not None:
         mixture = mixture.model_copy(update={"input_transform": t})
     report["reader"] = {
         "n_levels": len(net.layers),

@@ -323,3 +323,19 @@ def test_truncated_mixture_read_by_pattern(rng, activation):
     assert report["readback"]["checked"] and report["readback"]["max_error"] <= tol("readback_float64")
     got = run_graph(model, x)["log_likelihood"]
     assert rel_err(linalg.log_likelihood(back, x), got) <= 1e-10
+
+
+def test_external_data_in_an_in_memory_model_is_not_opened(rng, tmp_path, monkeypatch):
+    from mixtures import random_mixture
+    from onnx.external_data_helper import set_external_data
+
+    model = strip(gemm_graph(random_mixture(rng, 2, 3)))
+    W = next(i for i in model.graph.initializer if i.name == "W")
+    (tmp_path / "w.bin").write_bytes(W.raw_data or numpy_helper.to_array(W).tobytes())
+    set_external_data(W, location="w.bin")
+    W.ClearField("raw_data")
+    W.ClearField("double_data")
+    W.data_location = TensorProto.EXTERNAL
+    monkeypatch.chdir(tmp_path)  # where numpy_helper would look
+    with pytest.raises(UnsupportedModelError, match="initializer 'W' keeps its data in an external file"):
+        read_layers(model)

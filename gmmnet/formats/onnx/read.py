@@ -580,6 +580,10 @@ class _Reader:
 
     def _const_array(self, tensor, what: str) -> np.ndarray:
         """A TensorProto as an array: malformed data is an InvalidModelError, non-finite weights too."""
+        if tensor.HasField("data_location") and tensor.data_location == self.onnx.TensorProto.EXTERNAL:
+            # numpy_helper would open the file it names: only gmmnet.io.load_onnx checks and loads those
+            raise UnsupportedModelError(f"{what} keeps its data in an external file: load the model from its path "
+                                        "(gmmnet.io.load_onnx checks and loads external data)")
         try:
             arr = self.onnx.numpy_helper.to_array(tensor)
         except (ValueError, TypeError) as exc:  # raw data that does not match the dims or type
