@@ -139,11 +139,18 @@ def cmd_to_onnx(args) -> int:
 def cmd_to_gmm(args) -> int:
     from . import io
     from .formats.onnx.read import from_onnx
+    from .recover import density_check
 
     out = args.output or _default_output(args.model, ".json")
     suffix = Path(out).suffix.lower()
     if suffix not in (".json", ".skops", ".pkl", ".pickle", ".joblib"):  # fail before the work
         raise UsageError(f"unknown output suffix {suffix or '(none)'!r}: use .json, .skops, .pkl or .joblib")
+    if args.calibrate and not args.data:
+        raise UsageError("--calibrate needs --data: the scales, means and weights are re-estimated from data")
+    if args.n_components is not None and args.groups is not None:
+        raise UsageError("--n-components is for automatic grouping; --groups already says which neurons belong together")
+    if args.n_components is not None and args.n_components < 1:
+        raise UsageError(f"--n-components must be >= 1, got {args.n_components}")
     inputs = tuple(p for p in (args.model, args.data) if p)
     if args.report and io.same_file(args.report, out):
         raise UsageError(f"--report {args.report} is the output file; choose another path")
@@ -155,11 +162,15 @@ def cmd_to_gmm(args) -> int:
         raise UsageError(f"to-gmm reads an ONNX network; {args.model} is not one (use inspect or to-onnx)")
     from .formats.onnx.read_deep import is_deep
 
-    if args.groups is None and is_deep(model):  # a hierarchy: one mixture per neuron level
+    if args.groups is None and args.n_components is None and is_deep(model):  # a hierarchy: one mixture per level
+        if args.calibrate:
+            raise UsageError(f"{args.model} is a hierarchy; --calibrate recovers one mixture (pass --groups to read "
+                             "the first level as one)")
         from .formats.onnx.read_deep import from_onnx as from_deep_onnx
         from .hierarchy import HierarchicalGaussianMixture
 
         mixture, report = from_deep_onnx(model, data=data)
+        report.setdefault("density_check", density_check(0 if data is None else len(data)))
         if suffix == ".json":
             io.save_ir(mixture, out, force=args.force, inputs=inputs)
         else:
@@ -171,8 +182,21 @@ def cmd_to_gmm(args) -> int:
               + ", ".join(f"{m.n_components} components over {m.n_features} features" for m in mixture.levels) + ")")
         for note in report.get("notes", []):
             print(f"note: {note}")
+        _print_density_check(report)
         return 0
-    mixture, report = from_onnx(model, data=data, groups=_parse_groups(args.groups))
+    fit_rows, held_out = data, None
+    if args.calibrate:
+        from .recover import holdout_split
+
+        train, test = holdout_split(len(data), args.holdout, args.seed)
+        fit_rows, held_out = data[train], data[test]
+    mixture, report = from_onnx(model, data=fit_rows, groups=_parse_groups(args.groups), n_components=args.n_components)
+    inverted = mixture
+    if args.calibrate:
+        from .recover import calibrate
+
+        mixture, report["calibration"] = calibrate(inverted, fit_rows, held_out=held_out, seed=args.seed)
+        report["calibration"]["holdout"] = {"fraction": args.holdout, "seed": args.seed}
     if suffix == ".json":
         io.save_ir(mixture, out, force=args.force, inputs=inputs)
     elif suffix in (".skops", ".pkl", ".pickle", ".joblib"):
@@ -182,11 +206,42 @@ def cmd_to_gmm(args) -> int:
             warnings.simplefilter("ignore", PrecisionWarning)
             io.save_estimator(to_sklearn(mixture), out, force=args.force, inputs=inputs)
     if args.report:
-        io.atomic_write(args.report, json.dumps(report, indent=2, default=float).encode(), force=args.force,
+        io.atomic_write(args.report, json.dumps(_finite_json(report), indent=2).encode(), force=args.force,
                         inputs=(*inputs, out))
-    print(f"wrote {out}: {mixture.n_components} components over {mixture.n_features} features")
+    what = "calibrated mixture, " if args.calibrate else ""
+    print(f"wrote {out}: {what}{mixture.n_components} components over {mixture.n_features} features")
     _print_diagnostics(report)
+    if args.calibrate:
+        _print_calibration(report["calibration"])
+    _print_density_check(report)
     return 0
+
+
+def _print_density_check(report: dict) -> None:
+    """One line when nothing was checked against data (the issue: exact algebra is not a checked density)."""
+    from .recover import UNCHECKED
+
+    if report.get("density_check") == UNCHECKED:
+        print("note: density not checked: no data. The Gaussians reproduce the network's neurons; whether they "
+              "describe your data is unknown until you pass --data X.npy (docs/recovery.md)")
+
+
+def _print_calibration(cal: dict) -> None:
+    ll = cal["log_likelihood"]
+    rows = [[name, _fmt(ll[key]["train"]), _fmt(ll[key]["held_out"])]
+            for name, key in (("inverted", "inverted"), ("calibrated", "calibrated"),
+                              ("free full-covariance step", "free_step"))]
+    print(f"calibration: {cal['iterations']} EM steps ({'converged' if cal['converged'] else 'not converged'}), "
+          f"{cal['n_train']} training rows, {cal['n_held_out']} held out "
+          f"(fraction {cal['holdout']['fraction']:g}, seed {cal['holdout']['seed']})")
+    print(_table(rows, ["mixture", "train ll/row", "held-out ll/row"]))
+    mc = cal["kl"].get("mixture_monte_carlo")
+    if mc is not None:
+        print(f"KL(calibrated ‖ inverted): {mc['value']:.4g} ± {mc['standard_error']:.2g} nats (Monte Carlo, "
+              f"{mc['samples']} draws); per component, closed form: "
+              + ", ".join(_fmt(v) for v in cal["kl"]["components"]))
+    print("largest angle a direction would move under a free full-covariance step (degrees): "
+          + ", ".join(_fmt(c["free_step_angle_max_deg"]) for c in cal["components"]))
 
 
 def _print_diagnostics(report: dict) -> None:
@@ -531,11 +586,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("to-gmm", help="recover a Gaussian mixture from an ONNX network",
                        description="Recover Gaussians from an Abs/ReLU network: exact for gmmnet's graphs, "
-                                   "approximate with diagnostics for trained ones.")
+                                   "approximate with diagnostics for trained ones. Without --data the density is "
+                                   "not checked (the report says 'unchecked: no data'); with --data the diagnostics "
+                                   "check it, and --calibrate re-estimates scales, means and weights from the data "
+                                   "with the layer's directions held fixed.")
     g.add_argument("model", help="ONNX network (.onnx)")
     g.add_argument("-o", "--output", help="output .json (IR), .skops, .pkl or .joblib (default: MODEL with .json)")
-    g.add_argument("--data", help="data (.npy or .csv) for grouping neurons, prototypes and diagnostics")
+    g.add_argument("--data", help="data (.npy or .csv) for grouping neurons, prototypes and the diagnostics "
+                                  "that check the density; without it the density is reported unchecked")
     g.add_argument("--groups", help="neuron groups: a group size ('4') or index lists ('0,1,2;3,4,5')")
+    g.add_argument("--n-components", type=int, metavar="K",
+                   help="number of components when grouping neurons on --data (default: neurons // features; "
+                        "not used when the graph's head groups the neurons)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="with --data: keep each component's directions from the layer and re-estimate the variances "
+                        "along them, the means, the weights and a residual variance by EM; writes the calibrated "
+                        "mixture and reports both on held-out rows (docs/recovery.md, 'Calibrated recovery')")
+    g.add_argument("--holdout", type=float, default=0.2, metavar="FRACTION",
+                   help="--calibrate: fraction of the --data rows held out to score both mixtures (default: 0.2)")
+    g.add_argument("--seed", type=int, default=0, help="--calibrate: seed of the held-out split and the KL draws (default: 0)")
     g.add_argument("--report", help="also write the diagnostics report as JSON here")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
     g.set_defaults(func=cmd_to_gmm)

@@ -91,6 +91,7 @@ def test_batchnorm_is_folded_exactly(rng, activation, extra_scale):
     x = linalg.sample(mix, 200, seed=3)
     assert rel_err(linalg.log_likelihood(rec, x), linalg.log_likelihood(mix, x)) <= tol("readback_float64")
     assert BATCHNORM_NOTE in report["reader"]["notes"] and BATCHNORM_NOTE == "BatchNormalization folded into the linear layer"
+    assert report["folded"] == [BATCHNORM_NOTE]  # the key the torch reader lists its folded steps under
     assert report["readback"]["checked"]
 
 

@@ -157,6 +157,13 @@ def test_stripped_invertible_fold_reads_the_raw_gaussians():
     assert abs(report["log_constant"] + logdet) <= 1e-9 * abs(logdet)
     assert np.allclose(rec.weights, mix.weights, rtol=1e-9)
     assert rel_err(linalg.log_likelihood(rec, RAW), pipe.score_samples(RAW)) <= tol("readback_float64")
+    jsonschema = pytest.importorskip("jsonschema")  # the report's new fields are in its schema
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parent.parent / "schemas" / "gmmnet-recovery-report.schema.json").read_text())
+    jsonschema.validate(json.loads(json.dumps(report, default=float)), schema)
+    assert set(report["readback"]) <= set(schema["properties"]["readback"]["properties"])
 
 
 @pytest.mark.parametrize("whiten", [False, True])

@@ -1753,6 +1753,8 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
             raise reading.error
         mixture, report = from_network(reading.net, data=data, groups=groups, n_components=n_components, source=source)
     _note_log_constant(mixture, report)
+    if BATCHNORM_NOTE in reading.notes:  # the torch reader lists its folded steps under the same key
+        report["folded"] = [BATCHNORM_NOTE]
     if check:
         report["readback"] = readback.verify(reading, mixture, grouped=grouped)
     return mixture, report
