@@ -29,6 +29,7 @@ from mixtures import random_mixture, rel_err, sample
 from gmmnet import linalg
 from gmmnet.errors import DataError, PrecisionWarning, UnsupportedModelError, UsageError
 from gmmnet.formats.onnx import OUTPUTS, float32_error_estimate, run, session, to_onnx
+from gmmnet.formats.onnx import read
 from gmmnet.formats.onnx.export import predicted_errors
 from gmmnet.formats.sklearn import from_sklearn
 from gmmnet.ir import Component, Hierarchy, Mixture
@@ -558,14 +559,13 @@ def test_bad_models(rng):
 
 
 # ---------------------------------------------------------------------------
-# the reader reads every layout back (when gmmnet.formats.onnx.read is present)
+# the reader reads every layout back
 
 
 @pytest.mark.parametrize("covariance_type", COV_TYPES)
 @pytest.mark.parametrize("activation", ["abs", "relu"])
 @pytest.mark.parametrize("centering", ["none", "global", "component"])
 def test_every_layout_is_readable(rng, covariance_type, activation, centering):
-    read = pytest.importorskip("gmmnet.formats.onnx.read")
     mix = random_mixture(rng, 3, 3, covariance_type)
     model = to_onnx(mix, activation=activation, centering=centering, dtype="float64", outputs=OUTPUTS)
     del model.metadata_props[:]
@@ -683,7 +683,6 @@ def test_compute_options(rng, compute, covariance_type):
         assert abs_err(out["responsibilities"], linalg.responsibilities(mix, xr)) <= 1e-6
         np.testing.assert_allclose(out["distances"], linalg.distances(mix, xr), rtol=2e-5, atol=2e-5)
         assert out["distances"].dtype == np.float32 and out["mahalanobis"].dtype == np.float32
-        read = pytest.importorskip("gmmnet.formats.onnx.read")
         del model.metadata_props[:]
         net = read.read_layers(model)
         assert net.groups is not None and len(net.groups) == 3
