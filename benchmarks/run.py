@@ -24,7 +24,7 @@ to the same number before numpy loads).  For each (K, d, N) and covariance type:
 
 Plus a rank-truncation curve (full, K=32, d=64, N=50k, ranks r ≤ d: the completed graph against
 the K·r-neuron graph), the K=256, d=256
-conversion to ONNX and back (gmmnet.recover.from_onnx), and an onnxruntime profile of the
+conversion to ONNX and back (gmmnet.formats.onnx.read.from_onnx), and an onnxruntime profile of the
 (32, 64, 50k) full graph (time per operator type, and the graph after onnxruntime's
 optimizations, saved with SessionOptions.optimized_model_filepath).
 
@@ -273,7 +273,7 @@ def bench_ranks(args, rng) -> list[dict]:
 
 
 def bench_conversion(args, rng) -> dict:
-    from gmmnet.recover import from_onnx
+    from gmmnet.formats.onnx.read import from_onnx
 
     K = d = 16 if args.quick else 256
     mix = random_mixture(rng, K, d, "full")

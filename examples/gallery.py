@@ -17,7 +17,7 @@ from sklearn.mixture import GaussianMixture
 
 import gmmnet
 from gmmnet import linalg, plot
-from gmmnet.recover import from_onnx
+from gmmnet.formats.onnx.read import from_onnx
 
 DPI = 100
 

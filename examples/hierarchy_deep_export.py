@@ -4,7 +4,7 @@ For a few hierarchies fitted on digits (PCA to 16, standardized), export Abs and
 graphs in float64 and float32, run them on onnxruntime and compare with the estimator's own
 score_samples / predict_proba / predict (float32: on the float32-rounded input, so the table
 measures the graph, not the rounding of X).  Then read each float64 graph (with per-level heads)
-back with gmmnet.formats.onnx.deep.from_onnx and compare the recovered hierarchy's scores.
+back with gmmnet.formats.onnx.read_deep.from_onnx and compare the recovered hierarchy's scores.
 
 Run:  python examples/hierarchy_deep_export.py
 """
@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
-from gmmnet.formats.onnx import deep, run, to_onnx
+from gmmnet.formats.onnx import deep, read_deep, run, to_onnx
 from gmmnet.hierarchy import HierarchicalGaussianMixture
 
 SPECS = ("4:full,3:diag", "3:full,2:diag,2:tied", "4:full:r=4,3:full:r=6")
@@ -47,7 +47,7 @@ def main() -> None:
                 lab = np.mean(got["label"] == h.predict(xr))
                 back = "–"
                 try:
-                    ir, _ = deep.from_onnx(m)
+                    ir, _ = read_deep.from_onnx(m)
                     b = HierarchicalGaussianMixture.from_ir(ir).score_samples(xr)
                     back = f"{np.max(np.abs(b - ll) / (1 + np.abs(ll))):.1e}"
                 except Exception as exc:  # truncated levels are not read back

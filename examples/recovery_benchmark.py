@@ -1,4 +1,4 @@
-"""Benchmark: a large GMM → ONNX (gmmnet's exporter) → gmmnet.recover.from_onnx, timed.
+"""Benchmark: a large GMM → ONNX (gmmnet's exporter) → gmmnet.formats.onnx.read.from_onnx, timed.
 
 Default K = 256 components of full covariance in d = 256 (65 536 neurons).  Prints wall and
 CPU seconds of reading the graph and of the whole recovery, and the recovery's relative error
@@ -17,9 +17,8 @@ import numpy as np
 
 from gmmnet import linalg
 from gmmnet.formats.onnx import to_onnx
-from gmmnet.formats.onnx.read import read_layers
+from gmmnet.formats.onnx.read import from_onnx, read_layers
 from gmmnet.ir import Component, Mixture
-from gmmnet.recover import from_onnx
 
 
 def random_full_mixture(rng, k: int, d: int) -> Mixture:

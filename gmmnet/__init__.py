@@ -97,9 +97,8 @@ def from_onnx(model, *, data=None, groups=None, n_components: int | None = None)
         A subclass naming what is wrong: an unreadable file, an unsupported pattern, a grouping
         that needs ``groups`` or ``data``.
     """
-    from .formats.onnx.deep import from_onnx as _deep, is_deep
-    from .formats.onnx.read import load_model
-    from .recover import from_onnx as _single
+    from .formats.onnx.read import from_onnx as _single, load_model
+    from .formats.onnx.read_deep import from_onnx as _deep, is_deep
 
     model = load_model(model)
     if groups is None and n_components is None and is_deep(model):

@@ -123,7 +123,7 @@ def _load_mixture(path: str, *, eigenvalue_floor: float | None = None, max_condi
         from .hierarchy import HierarchicalGaussianMixture
 
         if isinstance(obj, onnx.ModelProto):
-            from .recover import from_onnx
+            from .formats.onnx.read import from_onnx
 
             doc, _ = from_onnx(obj)
         elif isinstance(obj, HierarchicalGaussianMixture):
@@ -272,7 +272,8 @@ def cmd_to_onnx(args) -> int:
 
 def cmd_to_gmm(args) -> int:
     from . import io
-    from .recover import density_check, from_onnx
+    from .formats.onnx.read import from_onnx
+    from .recover import density_check
 
     out = args.output or _default_output(args.model, ".json")
     _check_output(out, OUTPUT_SUFFIXES["to-gmm"])
@@ -292,13 +293,13 @@ def cmd_to_gmm(args) -> int:
 
     if not isinstance(model, onnx.ModelProto):
         raise UsageError(f"to-gmm reads an ONNX network; {args.model} is not one (use inspect or to-onnx)")
-    from .formats.onnx.deep import is_deep
+    from .formats.onnx.read_deep import is_deep
 
     if args.groups is None and args.n_components is None and is_deep(model):  # a hierarchy: one mixture per level
         if args.calibrate:
             raise UsageError(f"{args.model} is a hierarchy; --calibrate recovers one mixture (pass --groups to read "
                              "the first level as one)")
-        from .formats.onnx.deep import from_onnx as from_deep_onnx
+        from .formats.onnx.read_deep import from_onnx as from_deep_onnx
         from .hierarchy import HierarchicalGaussianMixture
 
         mixture, report = from_deep_onnx(model, data=data)

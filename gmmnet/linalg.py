@@ -223,22 +223,57 @@ def neurons(mean: np.ndarray, eigenvectors: np.ndarray, eigenvalues: np.ndarray)
     return w, -(w @ mean)
 
 
+def column_scales(w: np.ndarray) -> np.ndarray:
+    """Column norms of ``w`` (1 for an all-zero column): ``w / column_scales(w)`` has equilibrated columns."""
+    s = np.linalg.norm(w, axis=0)
+    s[s == 0] = 1.0
+    return s
+
+
+def neuron_rank(w: np.ndarray, rcond: float) -> int:
+    """Rank of a neuron block, scale-invariant: singular values above ``rcond`` × the largest, columns equilibrated.
+
+    Features in other units (a column scaled by 1e5) change W's plain singular values by that much
+    but not the rank: deciding it on W / column_scales(W) keeps a cut-off meaningful.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.size == 0:
+        return 0
+    sv = np.linalg.svd(w / column_scales(w), compute_uv=False)
+    return int(np.sum(sv > rcond * sv[0])) if sv[0] > 0 else 0
+
+
+#: Column-norm ratio above which :func:`gaussian_from_neurons` inverts the equilibrated block.
+EQUILIBRATE_RATIO = 8.0
+
+
 def gaussian_from_neurons(w: np.ndarray, b: np.ndarray, rcond: float = 1e-12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Invert a full-rank neuron block: Σ⁻¹ = WᵀW, μ = least-squares point of the hyperplanes Wx + b = 0.
 
-    Invariant to W → R W, b → R b for orthogonal R (whitening is not unique).
+    Invariant to W → R W, b → R b for orthogonal R (whitening is not unique).  When the columns'
+    norms differ widely (features on scales 1e5 apart), the block is inverted in equilibrated
+    coordinates u = D x (D the column norms): W D⁻¹ = Q S Vh is well conditioned, and
+    Σ = F Fᵀ with F = D⁻¹ Vhᵀ S⁻¹, whose SVD gives the eigenvectors and variances; a plain SVD
+    of W would lose ε·cond(W) on the small ones.  The rank test is on the equilibrated block.
     Returns (mean, eigenvectors rows, eigenvalues descending).
     """
     w = np.asarray(w, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    with serial_blas():  # called once per component in loops: BLAS threads only contend
-        q, s, vh = np.linalg.svd(w, full_matrices=False)  # W = Q S Vh, WᵀW = Vhᵀ S² Vh
     d = w.shape[1]
+    scale = column_scales(w)
+    equil = float(scale.max()) > EQUILIBRATE_RATIO * float(scale.min())
+    with serial_blas():  # called once per component in loops: BLAS threads only contend
+        q, s, vh = np.linalg.svd(w / scale if equil else w, full_matrices=False)  # W = Q S Vh, WᵀW = Vhᵀ S² Vh
     if s.size < d or s[-1] <= rcond * s[0]:
         raise InvalidModelError(f"neuron block has rank < {d}: the Gaussian is not determined by its weights")
     mean = -(vh.T @ ((q.T @ b) / s))
-    vecs, vals = _sorted_desc(vh, 1.0 / s**2)
-    return mean, vecs, vals
+    if not equil:
+        vecs, vals = _sorted_desc(vh, 1.0 / s**2)
+        return mean, vecs, vals
+    with serial_blas():
+        u, sf, _ = np.linalg.svd((vh.T / s) / scale[:, None], full_matrices=False)  # F = D⁻¹ Vhᵀ S⁻¹
+    vecs, vals = _sorted_desc(np.ascontiguousarray(u.T), sf**2)
+    return mean / scale, vecs, vals
 
 
 def basis(component) -> np.ndarray:

@@ -97,9 +97,9 @@ def as_document(obj: Any, *, data: np.ndarray | None = None) -> tuple[Mixture | 
 
     Accepts an IR :class:`~gmmnet.ir.Mixture` / :class:`~gmmnet.ir.Hierarchy`, a fitted
     scikit-learn mixture, a fitted :class:`~gmmnet.hierarchy.HierarchicalGaussianMixture`, or an
-    ``onnx.ModelProto``: read back with :func:`gmmnet.recover.from_onnx` (``data`` is used for
-    grouping and diagnostics), or, for a deep network with several neuron levels, as a
-    :class:`~gmmnet.ir.Hierarchy` with :func:`gmmnet.formats.onnx.deep.from_onnx`.
+    ``onnx.ModelProto``: read back with :func:`gmmnet.formats.onnx.read.from_onnx` (``data`` is used
+    for grouping and diagnostics), or, for a deep network with several neuron levels, as a
+    :class:`~gmmnet.ir.Hierarchy` with :func:`gmmnet.formats.onnx.read_deep.from_onnx`.
     """
     if isinstance(obj, (Mixture, Hierarchy)):
         return obj, None
@@ -110,13 +110,10 @@ def as_document(obj: Any, *, data: np.ndarray | None = None) -> tuple[Mixture | 
     except ImportError:  # pragma: no cover - onnx is a core dependency
         onnx = None
     if onnx is not None and isinstance(obj, onnx.ModelProto):
-        from .recover import from_onnx
+        from .formats.onnx.read import from_onnx
+        from .formats.onnx.read_deep import from_onnx as from_deep_onnx, is_deep
 
-        try:
-            from .formats.onnx.deep import from_onnx as from_deep_onnx, is_deep
-        except ImportError:  # pragma: no cover - a build without the deep reader
-            is_deep = None
-        if is_deep is not None and is_deep(obj):  # a deep network: the whole hierarchy, level by level
+        if is_deep(obj):  # a deep network: the whole hierarchy, level by level
             return from_deep_onnx(obj, data=data)
         return from_onnx(obj, data=data)
     from .formats.sklearn import from_sklearn

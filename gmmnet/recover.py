@@ -1,9 +1,13 @@
-"""Network → Gaussian mixture: exact inversion of gmmnet-style layers, approximate recovery of trained ones.
+"""Layers → Gaussian mixture: exact inversion of gmmnet-style layers, approximate recovery of trained ones.
+
+This module works on plain arrays, never on a file format: a reader (the ONNX one is
+:mod:`gmmnet.formats.onnx.read`, the torch one :mod:`gmmnet.formats.torch`) turns a network
+into :class:`Layer` / :class:`NetworkLayers` and calls the functions here.
 
 Entry points
 ------------
-:func:`from_onnx`    an ONNX model or file (read by pattern, see :mod:`gmmnet.formats.onnx.read`)
-:func:`from_layers`  raw arrays ``W`` (n_neurons, n_features), ``b``, activation(s)
+:func:`from_layers`   raw arrays ``W`` (n_neurons, n_features), ``b``, activation(s)
+:func:`from_network`  a :class:`NetworkLayers` (what a reader found: levels, head, notes)
 
 Both return ``(mixture, report)``.  The mixture's ``diagnostics`` holds the per-component
 part of the report.  docs/recovery.md explains the method, every diagnostic and every
@@ -25,7 +29,7 @@ data diagnostics that flag components which are not a faithful Mahalanobis dista
 from __future__ import annotations
 
 import contextlib
-import os
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -33,10 +37,10 @@ from scipy.special import logsumexp
 
 from . import linalg
 from .errors import DataError, InvalidModelError, UsageError
-from .ir import Component, Mixture, Provenance
+from .ir import Component, InputTransform, Mixture, Provenance
 from .versions import library_versions
 
-__all__ = ["THRESHOLDS", "from_layers", "from_network", "from_onnx", "mirrored_pairs", "prototypes"]
+__all__ = ["THRESHOLDS", "Layer", "NetworkLayers", "from_layers", "from_network", "mirrored_pairs", "prototypes"]
 
 #: Thresholds of the low-confidence flag (see docs/recovery.md).
 THRESHOLDS = {
@@ -72,48 +76,107 @@ _EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np
 
 
 # ---------------------------------------------------------------------------
+# what a reader hands over
+
+
+@dataclass
+class Layer:
+    """One level of neurons: rows ``W`` (float64, ``(n, n_in)``), biases ``b`` and activations.
+
+    ``n_in`` is ``n_features`` for the first level, the previous level's neuron count after.
+    ``activations[i]`` is ``"abs"`` or ``"relu"``; ``nodes[i]`` names what made neuron i (for
+    an ONNX graph, the node).
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    activations: list[str]
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def activation(self) -> str:
+        """``"abs"`` or ``"relu"`` when every neuron has it, else ``"mixed"``."""
+        kinds = set(self.activations)
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of neurons (rows of ``W``)."""
+        return int(self.W.shape[0])
+
+
+@dataclass
+class NetworkLayers:
+    """What a reader found in a network.
+
+    ``layers[-1]`` is the level the head (if any) scores.  When the network has a mixture head
+    (``logit_k = −½ Σ_{i∈g_k} a_i² + c_k``), ``groups`` lists each component's neuron indices
+    into ``layers[-1]`` and ``head`` holds the ``c_k``; the neurons were rescaled (and, for
+    expanded quadratic forms, their biases completed) so that the head's coefficient is exactly
+    −½.  Without a head both are None.  ``input_transform`` (z = A x + c) is set when the first
+    level was read over z rather than over the network's input x (its rows are then over z).
+    """
+
+    layers: list[Layer]
+    n_features: int
+    groups: list[list[int]] | None = None
+    head: np.ndarray | None = None
+    head_kind: str | None = None  # "log_joint" | "squared_distance" | None
+    dtype: str = "float32"
+    input_name: str = "X"
+    outputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: heads of levels below the top, raw: level → (M, L, c) with logit_k = Σ_i M_ki a_i² + L_k·s + c_k
+    #: (a hierarchy reader uses them to give lower levels back)
+    level_heads: dict[int, tuple[Any, Any, np.ndarray]] = field(default_factory=dict)
+    input_transform: InputTransform | None = None
+
+    @property
+    def W(self) -> np.ndarray:
+        """The weights of the level the head scores (``layers[-1]``)."""
+        return self.layers[-1].W
+
+    @property
+    def b(self) -> np.ndarray:
+        """The biases of ``layers[-1]``."""
+        return self.layers[-1].b
+
+    @property
+    def activation(self) -> str:
+        """The activation of ``layers[-1]`` (see :attr:`Layer.activation`)."""
+        return self.layers[-1].activation
+
+
+# ---------------------------------------------------------------------------
 # public API
 
 
-def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None = None) -> tuple[Mixture, dict]:
-    """Recover a Gaussian mixture from an ONNX Abs/ReLU network.
+def from_network(net: NetworkLayers, *, data=None, groups=None, n_components: int | None = None,
+                 source: str = "network") -> tuple[Mixture, dict]:
+    """Recover a Gaussian mixture from what a reader found (:class:`NetworkLayers`).
+
+    The mixture is the head's level when the network has a mixture head, else the first level.
 
     Parameters
     ----------
-    model_or_path : onnx.ModelProto, path or bytes
+    net : NetworkLayers
     data : array (n, n_features), optional
-        Points the network was meant for: used to group neurons when the graph does not,
-        to fill what the weights leave open (rank-deficient groups, single-ReLU shifts,
-        weights of a headless network) and to compute the diagnostics.
+        Points the network was meant for (see :func:`from_layers`).  With ``net.input_transform``
+        they are rows of the network's input x; the recovery sees z = A x + c.
     groups : int or list of index lists, optional
-        Neuron grouping into components (an int g means consecutive groups of g neurons).
-        Overrides the grouping the head shows.  Indices count the graph's neurons in the
-        order the reader found them (``gmmnet.formats.onnx.read.read_layers(m).W``).
+        Neuron grouping into components; overrides the head's grouping (its constants are then
+        ignored).  Indices count the neurons of the level as the reader found them.
     n_components : int, optional
         Number of components for automatic grouping on data.
+    source : str
+        Where the layers came from, for the provenance (e.g. ``"onnx:model.onnx"``).
 
     Returns
     -------
     (Mixture, report dict)
+        The mixture carries ``net.input_transform``; ``report["reader"]`` holds the reader's
+        level count, head kind, dtype and notes.
     """
-    from .formats.onnx.read import load_model, read_layers
-
-    model = load_model(model_or_path)  # once, for both readers below
-    if groups is None and n_components is None:
-        from .formats.onnx.deep import from_onnx as from_deep, truncated_mixture_graph
-
-        deep = truncated_mixture_graph(model)
-        if deep is not None:  # gmmnet's K·r-neuron graph of a truncated mixture: give rank r and σ² back
-            return from_deep(deep, data=data)
-    net = read_layers(model)
-    source = "onnx"
-    if isinstance(model_or_path, (str, os.PathLike)):
-        source = f"onnx:{os.path.basename(os.fspath(model_or_path))}"
-    return from_network(net, data=data, groups=groups, n_components=n_components, source=source)
-
-
-def from_network(net, *, data=None, groups=None, n_components: int | None = None, source: str = "onnx"):
-    """Recover from a :class:`gmmnet.formats.onnx.read.NetworkLayers` (what :func:`from_onnx` does after reading)."""
     # the head's level when there is a head; else the first level (the one on the input)
     layer = net.layers[-1] if net.groups is not None else net.layers[0]
     grouping = "explicit" if groups is not None else ("graph" if net.groups is not None else None)
@@ -123,10 +186,18 @@ def from_network(net, *, data=None, groups=None, n_components: int | None = None
         notes = ["explicit groups override the head's grouping; head constants ignored"]
     else:
         notes = []
+    t = net.input_transform if layer is net.layers[0] else None  # the first level is read over z = A x + c
+    if data is not None and t is not None:
+        x = np.asarray(data, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != t.n_inputs:
+            raise DataError(f"data must have shape (n, {t.n_inputs}), got {x.shape}")
+        data = t.apply(x)
     mixture, report = _recover(
         layer.W, layer.b, list(layer.activations), groups=use_groups, head=head, data=data,
         n_components=n_components, dtype=net.dtype, grouping=grouping, source=source,
     )
+    if t is not None:
+        mixture = mixture.model_copy(update={"input_transform": t})
     report["reader"] = {
         "n_levels": len(net.layers),
         "head": net.head_kind,
@@ -149,7 +220,7 @@ def from_layers(W, b, *, activation: str | Sequence[str] = "abs", groups=None, d
     W : array (n_neurons, n_features)
     b : array (n_neurons,)
     activation : "abs", "relu", or one of them per neuron
-    groups : int or list of index lists, optional (see :func:`from_onnx`)
+    groups : int or list of index lists, optional (see :func:`from_network`)
     data : array (n, n_features), optional
     head : array (K,), optional
         Constants c_k of a mixture head ``logit_k = −½ Σ_{i∈g_k} a_i² + c_k`` (needs groups).
@@ -505,7 +576,7 @@ def _component(g: _Group, x: np.ndarray | None, r: np.ndarray | None, dtype: str
         resid = Wg @ mean + bg
         return _Comp(mean, vecs, vals, None, Wg, bg, d, float(resid @ resid), False, None)
     q, s, vh = np.linalg.svd(Wg, full_matrices=False)
-    rank = int(np.sum(s > RANK_RCOND * s[0])) if s.size and s[0] > 0 else 0
+    rank = linalg.neuron_rank(Wg, RANK_RCOND)  # columns equilibrated: a feature's units do not decide the rank
     if rank == 0:
         raise InvalidModelError(f"group {g.index} has only zero weight vectors")
     if rank == d:

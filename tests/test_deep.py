@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from gmmnet import linalg
 from gmmnet.cli import main
 from gmmnet.errors import UnsupportedModelError, UsageError
-from gmmnet.formats.onnx import deep, run, to_onnx
+from gmmnet.formats.onnx import deep, read_deep, run, to_onnx
 from gmmnet.hierarchy import HierarchicalGaussianMixture, fit_model
 from gmmnet.ir import Hierarchy, Mixture
 
@@ -209,7 +209,7 @@ def test_round_trip_exact(models, digits, which, activation):
     ir = h.to_ir()
     n = len(ir.levels)
     m = to_onnx(ir, activation=activation, dtype="float64", outputs=("label", "log_likelihood") + deep.level_outputs(n))
-    back, report = deep.from_onnx(m)
+    back, report = read_deep.from_onnx(m)
     assert isinstance(back, Hierarchy) and report["lower_heads"] == list(range(n - 1))
     _same_ir(ir, back, 1e-9)
     h2 = HGM.from_ir(back)
@@ -223,7 +223,7 @@ def test_round_trip_exact(models, digits, which, activation):
 def test_round_trip_without_level_heads(models, digits):
     """Lower levels' weights are not part of such a network: means and covariances come back, weights uniform."""
     h = models["three"]
-    back, report = deep.from_onnx(to_onnx(h, activation="relu", dtype="float64"))
+    back, report = read_deep.from_onnx(to_onnx(h, activation="relu", dtype="float64"))
     assert any("weights set uniform" in n for n in report["notes"])
     for la, lb in zip(h.levels_[:-1], back.levels[:-1]):
         assert np.allclose(lb.weights, 1.0 / la.n_components)
@@ -234,20 +234,20 @@ def test_round_trip_without_level_heads(models, digits):
 def test_round_trip_float32(models, digits):
     h = models["three"]
     m = to_onnx(h, dtype="float32", outputs=("log_likelihood",) + deep.level_outputs(3))
-    back, _ = deep.from_onnx(m)
+    back, _ = read_deep.from_onnx(m)
     _same_ir(h.to_ir(), back, 1e-4)
 
 
 def test_truncated_lower_level_without_its_head_is_refused(models):
     """σ² of a truncated lower level is only in its head: without it, a one-line UnsupportedModelError, not a wrong model."""
     with pytest.raises(UnsupportedModelError, match="level0_responsibilities"):
-        deep.from_onnx(to_onnx(models["trunc"], dtype="float64", outputs=("log_likelihood",)))
+        read_deep.from_onnx(to_onnx(models["trunc"], dtype="float64", outputs=("log_likelihood",)))
 
 
 def test_truncated_top_level_round_trip(digits):
     """A truncated top level (Abs graph) reads back as kept directions + residual σ², scoring exactly."""
     h = HGM("3:full,2:full:r=5", random_state=0).fit(digits[:300])
-    back, _ = deep.from_onnx(to_onnx(h, dtype="float64", outputs=("log_likelihood",) + deep.level_outputs(2)))
+    back, _ = read_deep.from_onnx(to_onnx(h, dtype="float64", outputs=("log_likelihood",) + deep.level_outputs(2)))
     _same_ir(h.to_ir(), Hierarchy(levels=back.levels[:1] + [h.levels_[1]]), 1e-9)
     for ca, cb in zip(h.levels_[1].components, back.levels[1].components):
         assert cb.rank == ca.rank == 5
@@ -258,7 +258,7 @@ def test_truncated_top_level_round_trip(digits):
 
 
 def test_one_level_network_gives_a_mixture(models):
-    back, _ = deep.from_onnx(to_onnx(models["two"].levels_[0], dtype="float64"))
+    back, _ = read_deep.from_onnx(to_onnx(models["two"].levels_[0], dtype="float64"))
     assert isinstance(back, Mixture)
 
 

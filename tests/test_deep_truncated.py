@@ -9,10 +9,10 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-from gmmnet import linalg, recover
+from gmmnet import linalg
 from gmmnet.cli import main
 from gmmnet.errors import UsageError
-from gmmnet.formats.onnx import deep, run, to_onnx
+from gmmnet.formats.onnx import deep, from_onnx, read_deep, run, to_onnx
 from gmmnet.formats.sklearn import from_sklearn
 from gmmnet.hierarchy import HierarchicalGaussianMixture, truncate
 from gmmnet.ir import Hierarchy, Mixture
@@ -59,7 +59,7 @@ def test_truncated_levels_round_trip(models, digits, which, activation, centerin
     n = len(ir.levels)
     m = to_onnx(ir, activation=activation, dtype="float64", centering=centering,
                 outputs=("label", "log_likelihood") + deep.level_outputs(n))
-    back, report = deep.from_onnx(m)
+    back, report = read_deep.from_onnx(m)
     assert isinstance(back, Hierarchy) and report["lower_heads"] == list(range(n - 1))
     _same(ir, back, 1e-9)
     h2 = HGM.from_ir(back)
@@ -75,10 +75,10 @@ def test_truncated_tied_levels_stay_tied(models, digits, activation):
     h = HGM("3:tied:r=3,2:tied:r=2", random_state=0).fit(digits)
     ir = h.to_ir()
     assert [m.covariance_type for m in ir.levels] == ["tied", "tied"]
-    back, _ = deep.from_onnx(to_onnx(ir, activation=activation, dtype="float64",
+    back, _ = read_deep.from_onnx(to_onnx(ir, activation=activation, dtype="float64",
                                      outputs=("log_likelihood",) + deep.level_outputs(2)))
     _same(ir, back, 1e-9)
-    back, _ = deep.from_onnx(to_onnx(models["tied"], activation=activation, dtype="float64",
+    back, _ = read_deep.from_onnx(to_onnx(models["tied"], activation=activation, dtype="float64",
                                      outputs=("log_likelihood",) + deep.level_outputs(2)))
     _same(models["tied"].to_ir(), back, 1e-9)
 
@@ -89,7 +89,7 @@ def test_truncated_round_trip_float32_arithmetic(models, digits, activation):
     m = to_onnx(h, activation=activation, dtype="float32", compute="float32",
                 outputs=("log_likelihood",) + deep.level_outputs(3))
     assert all(i.data_type == onnx.TensorProto.FLOAT for i in m.graph.initializer if i.name.endswith("/W"))
-    back, _ = deep.from_onnx(m)
+    back, _ = read_deep.from_onnx(m)
     _same(h.to_ir(), back, 1e-4)
     assert rel_err(HGM.from_ir(back).score_samples(digits), h.score_samples(digits)) <= 1e-5
 
@@ -176,7 +176,7 @@ def test_truncated_mixture_goes_deep_and_back(truncated_mixture, digits, activat
     assert np.max(np.abs(got["responsibilities"] - linalg.responsibilities(mix, digits))) <= 1e-12
     assert np.max(np.abs(got["distances"] - linalg.distances(mix, digits))) <= 1e-12
     assert rel_err(got["mahalanobis"] ** 2, linalg.mahalanobis_sq(mix, digits)) <= 1e-12
-    back, _ = recover.from_onnx(m)
+    back, _ = from_onnx(m)
     assert isinstance(back, Mixture)
     _same(Hierarchy(levels=[mix]), Hierarchy(levels=[back]), 1e-9)
 

@@ -21,8 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from gmmnet import linalg
 from gmmnet.errors import UnsupportedModelError
 from gmmnet.ir import Component, Mixture
-from gmmnet.formats.onnx.read import read_layers
-from gmmnet.recover import from_onnx
+from gmmnet.formats.onnx.read import from_onnx, read_layers
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 #: relative tolerances required of exact recovery, by graph dtype
@@ -697,7 +696,11 @@ def test_truncated_component_with_residual_term(rng):
     np.testing.assert_allclose(rec.means, mix.means, rtol=1e-10)
     assert rel(covs(rec), covs(mix)) < 1e-10
     np.testing.assert_allclose(linalg.log_likelihood(rec, pts), linalg.log_likelihood(mix, pts), rtol=1e-10)
-    assert any("both signs" in n for n in report["reader"]["notes"])
+    # read by its pattern alone (no metadata here): the kept directions and σ² come back
+    assert rec.components[0].rank == r and abs(rec.components[0].residual_variance - sigma2) <= 1e-10 * sigma2
+    assert any("rank-truncated" in n for n in report["notes"]) and report["readback"]["checked"]
+    # the generic walk re-expresses the head as eigen-neurons
+    assert any("both signs" in n for n in read_layers(model).notes)
 
 
 def test_two_level_network_recovers_the_top_level(rng):

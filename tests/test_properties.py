@@ -29,7 +29,7 @@ from mixtures import random_mixture, sample
 from gmmnet import linalg
 from gmmnet.formats.onnx import run, to_onnx
 from gmmnet.ir import from_json
-from gmmnet.recover import from_onnx
+from gmmnet.formats.onnx.read import from_onnx
 from gmmnet.tolerances import tol
 
 COV_TYPES = ("full", "tied", "diag", "spherical")

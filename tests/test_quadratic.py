@@ -7,7 +7,7 @@ Tolerances (the issue's targets): float32 interface ll ≤ 2e-6, resp ≤ 1e-6; 
 except where the layout's own prediction exceeds that and it warns (asserted: measured ≤ predicted).
 Standardized data are compared with scikit-learn itself; raw data with gmmnet.linalg (float64,
 centred per component), because scikit-learn's own diag/spherical scoring expands the square too.
-Round trips: gmmnet.recover.from_onnx gives back the mixture (means, variances, weights,
+Round trips: gmmnet.formats.onnx.read.from_onnx gives back the mixture (means, variances, weights,
 log-terms c_k) to 1e-9 relative, with and without the graph's metadata.
 """
 
@@ -30,7 +30,7 @@ from gmmnet.formats.onnx import run, to_onnx
 from gmmnet.formats.onnx.export import predicted_errors
 from gmmnet.formats.sklearn import from_sklearn
 from gmmnet.ir import Component, Mixture
-from gmmnet.recover import from_onnx
+from gmmnet.formats.onnx.read import from_onnx
 
 TOL = {"float32": (2e-6, 1e-6), "float64": (1e-10, 1e-10)}  # (log-likelihood, responsibilities)
 PARAM_RTOL = 1e-9

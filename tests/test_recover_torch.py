@@ -161,7 +161,7 @@ def torchscript_onnx(module, d):
 
 def test_torch_path_accepts_what_the_onnx_path_accepts():
     pytest.importorskip("onnx")
-    from gmmnet.recover import from_onnx
+    from gmmnet.formats.onnx import from_onnx
 
     m = Mahalanobis(4).double()
     via_onnx, _ = from_onnx(torchscript_onnx(m, 4))
@@ -173,7 +173,7 @@ def test_torch_path_accepts_what_the_onnx_path_accepts():
 def test_dynamo_exporter_output_reads_back():
     """torch.onnx.export's default exporter (dynamo) needs onnxscript (gmmnet[torch] installs it)."""
     pytest.importorskip("onnxscript")
-    from gmmnet.recover import from_onnx
+    from gmmnet.formats.onnx import from_onnx
 
     net = linear_bn(Abs(), n_in=3, n_out=6)
     prog = torch.onnx.export(net, (torch.zeros(2, 3, dtype=torch.float64),), dynamo=True, verbose=False)
@@ -184,9 +184,8 @@ def test_dynamo_exporter_output_reads_back():
     np.testing.assert_allclose(via_torch.means, via_onnx.means, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, raises=UnsupportedModelError, reason="pending read engineer: ONNX BatchNormalization")
 def test_onnx_batchnormalization_reads_like_the_torch_fold():
-    from gmmnet.recover import from_onnx
+    from gmmnet.formats.onnx import from_onnx
 
     net = linear_bn(Abs(), n_in=3, n_out=6)
     data = torchscript_onnx(net, 3)
@@ -224,7 +223,7 @@ def test_relu_pairs_concatenated_in_forward_are_one_level_of_mirrored_pairs():
     ref, _ = from_layers(lin.weight.detach().numpy(), lin.bias.detach().numpy(), groups=3)
     np.testing.assert_allclose(mix.means, ref.means, rtol=1e-10, atol=1e-12)
     # the same module through the ONNX reader
-    from gmmnet.recover import from_onnx
+    from gmmnet.formats.onnx import from_onnx
 
     via_onnx, _ = from_onnx(torchscript_onnx(m, 3), groups=[[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]])
     np.testing.assert_allclose(via_onnx.means, mix.means, rtol=1e-10, atol=1e-12)

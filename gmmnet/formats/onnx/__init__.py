@@ -3,7 +3,8 @@
 :func:`to_onnx` writes a :class:`~gmmnet.ir.Mixture` as an Abs/ReLU network with a mixture
 head (the graph contract is docs/onnx-graph.md) and a :class:`~gmmnet.ir.Hierarchy` as a deep
 network (:mod:`gmmnet.formats.onnx.deep`, docs/hierarchy.md); :func:`run` scores data with
-onnxruntime; :mod:`gmmnet.formats.onnx.read` reads networks back by pattern.
+onnxruntime; :func:`from_onnx` (:mod:`gmmnet.formats.onnx.read`) reads networks back by pattern,
+:mod:`gmmnet.formats.onnx.read_deep` deep ones as hierarchies.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 from . import export as _export
 from .classifier import classifier_to_onnx
 from .export import COMPUTES, OUTPUTS, float32_error_estimate, predicted_errors
+from .read import from_onnx
 from .runtime import run, session
 
-__all__ = ["COMPUTES", "OUTPUTS", "classifier_to_onnx", "float32_error_estimate", "predicted_errors", "run",
-           "session", "to_onnx"]
+__all__ = ["COMPUTES", "OUTPUTS", "classifier_to_onnx", "float32_error_estimate", "from_onnx", "predicted_errors",
+           "run", "session", "to_onnx"]
 
 _DEEP_ONLY = ("delta", "intensity", "intensity_c")
 
@@ -29,7 +31,7 @@ def to_onnx(model, **options):
     ``abs`` or ``relu`` activation: K·r neurons plus the residual term ‖x − μ_k‖²/σ², instead of
     the single-mixture exporter's completion to d neurons per component (same scores, fewer
     neurons; ``layout="quadratic"`` keeps the single-mixture exporter).  Such a graph reads back
-    as the truncated Mixture (:func:`gmmnet.recover.from_onnx`, ``gmmnet to-gmm``).
+    as the truncated Mixture (:func:`from_onnx`, ``gmmnet to-gmm``).
     """
     from ...ir import Hierarchy, Mixture
 
