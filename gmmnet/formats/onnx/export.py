@@ -967,11 +967,12 @@ def _weights(mixture, opts: ExportOptions) -> tuple[int, int, str]:
     d = r if t is None else t.n_inputs
     pairs = 2 if opts.activation == "relu" else 1
     diagonal = t is None or (t.n_inputs == t.n_outputs and np.count_nonzero(t.matrix) <= t.n_inputs)
-    if mixture.covariance_type in _AXIS and diagonal:
-        n = K * d * (2 + pairs) + (2 * K * d if opts.layout == "quadratic" else 0)
+    head = 2 * K + 16  # log-terms, guards, axes and shapes
+    if mixture.covariance_type in _AXIS and diagonal:  # centres (high, low parts) and scales; quadratic: P, Q, e, m
+        n = K * d * (2 + pairs) + (2 * K * d + K + d if opts.layout == "quadratic" else 0) + head
         working = 8 * n * 4
-    else:
-        n = K * r * d * pairs
+    else:  # rows, centres (high, low parts) or one centre, biases
+        n = K * r * d * pairs + 2 * K * d + K * r * pairs + head
         # float64 rows, their rounded copy, the concatenated rows, the initializer and check_model's serialized copy
         working = 8 * K * r * d * 3 + 8 * n * 2
     return 8 * n, working, f"a {K}-component {mixture.covariance_type} mixture over {d} features"

@@ -101,11 +101,14 @@ class ExportOptions(BaseModel):
                     "every pre-activation is <= delta (written by the deep exporter).")
     dtype: Dtype = Field("float32", description="Element type of the input, the initializers and the float outputs.")
     opset: int = Field(17, description=f"Default-domain ONNX opset, {MIN_OPSET} to {MAX_OPSET}; ir_version is the "
-                                       "smallest that supports it.")
+                                       "smallest that supports it.",
+                       json_schema_extra={"minimum": MIN_OPSET, "maximum": MAX_OPSET})
     outputs: tuple[str, ...] = Field(
         DEFAULT_OUTPUTS,
         description="Outputs, in this order: any of label, responsibilities, log_likelihood, distances, "
-                    "mahalanobis, and for deep graphs level{i}_responsibilities / level{i}_distances.")
+                    "mahalanobis, and for deep graphs level{i}_responsibilities / level{i}_distances.",
+        json_schema_extra={"minItems": 1, "uniqueItems": True, "items": {"anyOf": [
+            {"enum": list(OUTPUTS)}, {"type": "string", "pattern": "^" + _LEVEL_OUTPUT.pattern + "$"}]}})
     centering: Centering = Field(
         "auto",
         description="How the input is centred before the neuron product (matters in float32 arithmetic on raw "
@@ -122,11 +125,12 @@ class ExportOptions(BaseModel):
         "neurons",
         description="'neurons': the Abs (or ReLU) network; 'quadratic' (diag/spherical mixtures, and a diagonal "
                     "input transform at most): D^2 as one expanded product in float64 inside.")
-    delta: float = Field(3.0, description="delta of activation='shifted_relu', in standard deviations.")
+    delta: float = Field(3.0, description="delta of activation='shifted_relu', in standard deviations.",
+                         json_schema_extra={"exclusiveMinimum": 0})
     intensity: Intensity | None = Field(
         None, description="Turn every distances output a into exp(-a^2) ('gauss'), exp(-a) ('laplace') or "
                           "relu(intensity_c - a) ('triangle'), the paper's intensity heads (deep exporter).")
-    intensity_c: float = Field(3.0, description="c of intensity='triangle'.")
+    intensity_c: float = Field(3.0, description="c of intensity='triangle'.", json_schema_extra={"exclusiveMinimum": 0})
     level_outputs: bool = Field(
         False, description="Hierarchies: also output level{i}_responsibilities for every level (they carry the "
                            "lower levels' weights, so that reading the graph back gives every level); no effect "
@@ -233,9 +237,21 @@ def _choices(name: str) -> tuple:
     return args
 
 
+#: Where the options' JSON Schema is kept (a test checks it is current).
+SCHEMA_FILE = "schemas/gmmnet-export-options.schema.json"
+
+
 def json_schema() -> dict:
-    """The JSON Schema of :class:`ExportOptions` (written to schemas/gmmnet-export-options.schema.json)."""
+    """The JSON Schema of :class:`ExportOptions` (kept in schemas/gmmnet-export-options.schema.json)."""
     schema = ExportOptions.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "gmmnet export options"
     return schema
+
+
+def schema_text() -> str:
+    """The schema file's text: ``python -c "from gmmnet.formats.onnx.options import schema_text;
+    print(schema_text(), end='')" > schemas/gmmnet-export-options.schema.json`` rewrites it."""
+    import json
+
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
