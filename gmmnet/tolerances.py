@@ -35,6 +35,20 @@ TOL: dict[str, Tolerance] = {
     "float32_ll": Tolerance(2e-6, "float32 graph (accurate compute) log_likelihood, relative (standardized data)"),
     "float32_resp": Tolerance(1e-6, "float32 graph (accurate compute) responsibilities, absolute (standardized data)"),
     "float32_raw_ll": Tolerance(1e-5, "float32 graph log_likelihood, relative (raw features spanning 1e-3..1e4)"),
+    "float32_raw_resp": Tolerance(1e-6, "float32 graph (compute auto) responsibilities, absolute (raw features spanning "
+                                        "1e-3..1e4)"),
+    "float32_pure_raw_resp": Tolerance(1e-5, "float32 arithmetic (compute='float32') responsibilities, absolute (raw "
+                                             "features spanning 1e-3..1e4)"),
+    # a mixture behind an input transform z = A x + c (a Pipeline's scalers, PCA), folded into the first layer:
+    # the graph on raw x against Pipeline.score_samples / predict_proba
+    "pipeline_float32_ll": Tolerance(1e-5, "float32 graph of a mixture behind an input transform, log_likelihood, "
+                                           "relative (raw features spanning 1e-3..1e4)"),
+    "pipeline_float32_resp": Tolerance(1e-6, "float32 graph of a mixture behind an input transform, "
+                                             "responsibilities, absolute (raw features spanning 1e-3..1e4)"),
+    "pipeline_float64_ll": Tolerance(1e-9, "float64 graph of a mixture behind an input transform, log_likelihood, "
+                                           "relative"),
+    "pipeline_float64_resp": Tolerance(1e-9, "float64 graph of a mixture behind an input transform, "
+                                             "responsibilities, absolute"),
     # reading back
     "readback_float64": Tolerance(1e-8, "mixture read back from a float64 graph: score_samples, relative"),
     "readback_float32": Tolerance(1e-4, "mixture read back from a float32 graph: score_samples, relative"),
