@@ -40,7 +40,7 @@ from ... import linalg
 from ...errors import InvalidModelError, UnsupportedModelError, UsageError
 from ...ir import Hierarchy, Mixture
 from .fold import Fold, check_folded
-from .graph import Graph, make_model, rounder, set_metadata
+from .graph import Graph, gmmnet_version, make_model, rounder, set_metadata
 from .options import (ACTIVATIONS, CENTERINGS, COMPUTES, DEFAULT_OUTPUTS, DTYPES, LAYOUTS as LAYOUT_NAMES, MAX_OPSET,
                       MIN_OPSET, OUTPUTS, ExportOptions)
 from .plan import ExportPlan, Exporter, check_weight_bytes, register_exporter, rename_outputs
@@ -898,8 +898,6 @@ def _build_quadratic_layout(g: Graph, p: _Prepared, plan: ExportPlan, x: str, wa
 
 
 def _describe_neurons(plan: ExportPlan, p: _Prepared, source: str) -> str:
-    from .graph import gmmnet_version
-
     o = plan.options
     relu = o.activation == "relu"
     return (
@@ -916,8 +914,6 @@ def _describe_neurons(plan: ExportPlan, p: _Prepared, source: str) -> str:
 
 
 def _describe_quadratic(plan: ExportPlan, p: _Prepared, source: str) -> str:
-    from .graph import gmmnet_version
-
     n = plan.n_neurons[0]
     return (
         f"A {p.K}-component Gaussian mixture ({p.ctype} covariance, {p.d} features; source {source}) written by gmmnet "
@@ -963,10 +959,10 @@ def _check_mixture(mixture) -> None:
 def _weights(mixture, opts: ExportOptions) -> tuple[int, int, str]:
     """(initializer bytes, working bytes, what) of the graph, from the IR's shapes alone (before any array is built)."""
     K, r = mixture.n_components, mixture.n_features
-    t = mixture.input_transform
-    d = r if t is None else t.n_inputs
+    fold = Fold.of(mixture.input_transform)
+    d = r if fold is None else fold.n_inputs
     pairs = 2 if opts.activation == "relu" else 1
-    diagonal = t is None or (t.n_inputs == t.n_outputs and np.count_nonzero(t.matrix) <= t.n_inputs)
+    diagonal = fold is None or fold.diagonal is not None
     head = 2 * K + 16  # log-terms, guards, axes and shapes
     if mixture.covariance_type in _AXIS and diagonal:  # centres (high, low parts) and scales; quadratic: P, Q, e, m
         n = K * d * (2 + pairs) + (2 * K * d + K + d if opts.layout == "quadratic" else 0) + head
@@ -1074,8 +1070,6 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
     graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs, initializer=g.inits,
                               doc_string=f"{K}-component {p.ctype} Gaussian mixture over {d} features")
     model = make_model(graph, opts.opset, LAYOUTS[plan.layout].describe(plan, p, source))
-    from .graph import gmmnet_version
-
     ests = plan.state["estimates"]
     meta = {
         "producer": "gmmnet",
