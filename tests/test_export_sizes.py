@@ -100,6 +100,21 @@ def test_a_graph_over_the_limit_is_refused_before_it_is_built(rng):
     assert to_onnx(mix, dtype="float64") is not None  # under the default limit it exports
 
 
+def test_completing_a_rank_1_model_is_refused_not_attempted():
+    """The single-mixture exporter called directly completes truncated components (d×d each): for d=30,000
+    that is refused from the estimate (7.2 GB), with tracemalloc showing nothing large was allocated."""
+    from gmmnet.formats.onnx import export
+
+    mix = _rank1(30_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResourceLimitError, match="GiB"):
+            export.to_onnx(mix)
+        assert tracemalloc.get_traced_memory()[1] < 20 * MB
+    finally:
+        tracemalloc.stop()
+
+
 def test_onnx_protobuf_limit():
     with pytest.raises(UnsupportedModelError, match="2 GiB"):
         try:

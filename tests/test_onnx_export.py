@@ -335,7 +335,16 @@ def test_rank_truncated_components_are_exact(rng, activation, covariance_type):
     np.testing.assert_allclose(out["distances"], linalg.distances(mix, x), atol=1e-12)  # kept neurons only
     np.testing.assert_allclose(out["mahalanobis"], np.sqrt(linalg.mahalanobis_sq(mix, x)), rtol=1e-12)
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["ranks"] == "2,2,2" and "truncation" in meta
+    assert meta["ranks"] == "2,2,2" and "truncation" in meta and meta["n_neurons"] == str(3 * 2 * (1 + (activation == "relu")))
+    # the single-mixture exporter called directly completes them to full rank: d neurons each, the same scores
+    from gmmnet.formats.onnx import export
+
+    done = export.to_onnx(mix, dtype="float64", activation=activation, outputs=OUTPUTS)
+    out = run(done, x)
+    np.testing.assert_allclose(out["log_likelihood"], linalg.log_likelihood(mix, x), rtol=1e-12)
+    np.testing.assert_allclose(out["distances"], linalg.distances(mix, x), atol=1e-12)  # kept neurons only
+    meta = {p.key: p.value for p in done.metadata_props}
+    assert "truncation" in meta and meta["n_neurons"] == str(3 * 5 * (1 + (activation == "relu")))
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,10 @@ A mixture behind an input transform z = A x + c (``Mixture.input_transform``) is
 neuron layer (:mod:`gmmnet.formats.onnx.fold`): the graph takes the raw x, its neurons are
 (Aᵀw, centred on a preimage of μ_k), and its outputs are the mixture's over z.
 
-Diag and spherical components never build d×d matrices here, and rank-truncated components are
-only estimated (the deep exporter writes them, K·r neurons).
+Diag and spherical components never build d×d matrices here.  The registry sends rank-truncated
+mixtures to the deep exporter (K·r neurons); their estimates here need no basis of the discarded
+directions.  Called directly, :func:`to_onnx` writes one completed to full rank (d neurons each, an
+orthonormal basis of the discarded subspace with the residual variance): the benchmarks' reference.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class _Prepared:
     weights: np.ndarray  # (K,)
     coord_std: np.ndarray  # (K, d) spread of each component along each input feature
     kept: list[int]  # rank r_k of each component as stored (≤ r)
-    truncated: _Truncated | None = None
+    truncated: _Truncated | None = None  # truncated components not completed (estimates only)
+    completed: bool = False  # truncated components completed to full rank (d neurons each)
     bias: np.ndarray | None = None  # (K, r) −W_k r_k where a centre has no exact preimage, else None
     fold: Fold | None = None
     labels: list[list[str]] = field(default_factory=list)  # per component, per neuron
@@ -134,8 +137,23 @@ class _Prepared:
         return self.memo[key]
 
 
-def _prepare(mixture, transform=None) -> _Prepared:
-    """``mixture`` over the graph input; ``transform`` (z = A x + c) defaults to the mixture's own."""
+def _complete(c) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors/eigenvalues of a component, completed to full rank with its residual variance (d² numbers)."""
+    V, lam = c.eigenvectors, c.eigenvalues
+    if c.rank == c.n_features:
+        return V, lam
+    # orthonormal complement of the kept rows: the trailing right singular vectors of V
+    d = c.n_features
+    _, _, vh = np.linalg.svd(V, full_matrices=True)
+    return np.vstack([V, vh[c.rank:]]), np.concatenate([lam, np.full(d - c.rank, float(c.residual_variance))])
+
+
+def _prepare(mixture, transform=None, *, complete: bool = False) -> _Prepared:
+    """``mixture`` over the graph input; ``transform`` (z = A x + c) defaults to the mixture's own.
+
+    ``complete``: rank-truncated components completed to full rank (the graph of :func:`to_onnx`
+    called directly; d×d per component), else kept as they are (estimates only).
+    """
     fold = Fold.of(transform if transform is not None else mixture.input_transform)
     comps = mixture.components
     K, r = mixture.n_components, mixture.n_features
@@ -162,7 +180,14 @@ def _prepare(mixture, transform=None) -> _Prepared:
         means, res = fold.preimage(means)
         if np.any(res):
             bias = np.zeros((K, r))
-    if any(c.rank < r for c in comps):
+    completed = complete and any(c.rank < r for c in comps)
+    if completed:
+        if fold is not None:
+            raise UnsupportedModelError("a rank-truncated mixture behind an input transform is written by the deep "
+                                        "exporter (use gmmnet.formats.onnx.to_onnx)")
+        common["labels"] = [[f"c{k}/pc{i}" for i in range(c.rank)] + [f"c{k}/res{i}" for i in range(r - c.rank)]
+                            for k, c in enumerate(comps)]
+    elif any(c.rank < r for c in comps):
         return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=None, scales=None,
                          coord_std=_truncated_std(comps, fold), truncated=_truncation(comps, fold), **common)
     Ws, stds = [], []
@@ -171,10 +196,11 @@ def _prepare(mixture, transform=None) -> _Prepared:
             Wz, std = None, None
             W = (1.0 / np.sqrt(c.eigenvalues))[:, None] * fold.A if fold is not None else linalg.component_whitening(c)
         else:
-            Wz = linalg.whitening(c.eigenvectors, c.eigenvalues)
+            V, lam = _complete(c) if completed else (c.eigenvectors, c.eigenvalues)
+            Wz = linalg.whitening(V, lam)
             W = Wz if fold is None else Wz @ fold.A
         if fold is None:
-            V, lam = c.eigenvectors, c.eigenvalues
+            V, lam = _complete(c) if completed else (c.eigenvectors, c.eigenvalues)
             std = np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0))
         else:
             std = fold.coordinate_std(c.stored_eigenvectors, c.eigenvalues)
@@ -183,9 +209,9 @@ def _prepare(mixture, transform=None) -> _Prepared:
         Ws.append(W)
         stds.append(std)
     if ct == "tied" and not all(np.array_equal(w, Ws[0]) for w in Ws):
-        ct = "full"  # cannot happen for a valid tied mixture; keep the layer honest if it does
+        ct = "full"  # tied components truncated with different residual variances: no shared product
     return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=np.stack(Ws), scales=None,
-                     coord_std=np.stack(stds), bias=bias, **common)
+                     coord_std=np.stack(stds), bias=bias, completed=completed, **common)
 
 
 def _transformed(rows_z: np.ndarray, fold: Fold | None) -> np.ndarray:
@@ -687,7 +713,7 @@ def _neurons(g: Graph, p: _Prepared, activation: str, centering: str, x: str, wa
     act_op = "Relu" if relu else "Abs"
     act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
                else "a = |z|: Mahalanobis distance along each principal component")
-    if "distances" in want and not relu and kind == "flat":
+    if "distances" in want and not relu and kind == "flat" and not p.completed:
         emit("layer0/" + act_op.lower(), "distances")
     a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
     if "distances" in want and a != "distances" and "distances" not in emit.final:
@@ -696,8 +722,14 @@ def _neurons(g: Graph, p: _Prepared, activation: str, centering: str, x: str, wa
             t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
         else:
             t = a
-        emit("distances/flatten", "distances")
-        g.reshape(t, [0, K * r], "distances/flatten", "(N, K*r), component-major")
+        if not p.completed:
+            emit("distances/flatten", "distances")
+        t = g.reshape(t, [0, K * r], "distances/all" if p.completed else "distances/flatten", "(N, K*r), component-major")
+        if p.completed:  # only the kept principal directions (the residual neurons complete the density)
+            keep = [k * r + i for k in range(K) for i in range(p.kept[k])]
+            emit("distances/kept", "distances")
+            g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
+                   "the kept principal directions of each component (rank-truncated model)", axis=1)
     return a, kind
 
 
@@ -974,12 +1006,13 @@ def _weights(mixture, opts: ExportOptions) -> tuple[int, int, str]:
     return 8 * n, working, f"a {K}-component {mixture.covariance_type} mixture over {d} features"
 
 
-def plan(mixture, options: ExportOptions) -> ExportPlan:
-    """Every choice of the single-mixture graph for ``mixture`` (a :class:`~gmmnet.ir.Mixture`)."""
+def plan(mixture, options: ExportOptions, *, complete: bool = False) -> ExportPlan:
+    """Every choice of the single-mixture graph for ``mixture`` (a :class:`~gmmnet.ir.Mixture`);
+    ``complete``: rank-truncated components completed to full rank (see :func:`to_onnx`)."""
     _check_mixture(mixture)
     n_bytes, working, what = _weights(mixture, options)
     check_weight_bytes(n_bytes, working, what)
-    p = _prepare(mixture)
+    p = _prepare(mixture, complete=complete)
     layout = LAYOUTS[options.layout]
     if options.compute != "auto":  # the arithmetic is known: refuse what it cannot hold before estimating in it
         _check_representable(p, mixture, "float64" if options.layout == "quadratic"
@@ -1097,6 +1130,9 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
         "layout": plan.layout,
         "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if opts.activation == "relu" else "k*r+i: w_ki"),
     }
+    if p.completed:
+        meta["truncation"] = ("rank-truncated components completed to full rank: neurons c{k}/res{j} span the "
+                              "discarded directions with the residual variance")
     if p.fold is not None:
         meta["input_transform"] = p.fold.metadata()
     if opts.output_names != "gmmnet":
@@ -1131,8 +1167,10 @@ def to_onnx(mixture, **options):
 
     :func:`gmmnet.formats.onnx.to_onnx` chooses the exporter and documents the options
     (:class:`~gmmnet.formats.onnx.options.ExportOptions`); this one is for callers that want
-    this exporter and no other (a rank-truncated mixture or a deep option raises UsageError).
-    PrecisionWarnings are issued as by :func:`gmmnet.formats.onnx.to_onnx`.
+    this exporter and no other (a deep option raises UsageError).  A rank-truncated mixture is
+    completed to full rank here (d neurons per component, exact; metadata ``truncation``), where
+    the registry would give it the deep exporter's K·r neurons.  PrecisionWarnings are issued as
+    by :func:`gmmnet.formats.onnx.to_onnx`.
     """
     import warnings
 
@@ -1140,10 +1178,9 @@ def to_onnx(mixture, **options):
 
     opts = ExportOptions(**options)
     _check_mixture(mixture)
-    reason = _declines(mixture, opts)
-    if reason is not None:
-        raise UsageError(reason)
-    pl = plan(mixture, opts)
+    if opts.needs_deep:
+        raise UsageError(_declines(mixture, opts))
+    pl = plan(mixture, opts, complete=True)
     for message in pl.warnings:
         warnings.warn(message, PrecisionWarning, stacklevel=2)
     return build(pl)
