@@ -192,17 +192,13 @@ def _prepare(mixture, transform=None, *, complete: bool = False) -> _Prepared:
                          coord_std=_truncated_std(comps, fold), truncated=_truncation(comps, fold), **common)
     Ws, stds = [], []
     for k, c in enumerate(comps):
-        if c.axis_aligned:  # behind a dense transform: the rows diag(λ^-½) A
-            Wz, std = None, None
-            W = (1.0 / np.sqrt(c.eigenvalues))[:, None] * fold.A if fold is not None else linalg.component_whitening(c)
-        else:
-            V, lam = _complete(c) if completed else (c.eigenvectors, c.eigenvalues)
-            Wz = linalg.whitening(V, lam)
-            W = Wz if fold is None else Wz @ fold.A
         if fold is None:
             V, lam = _complete(c) if completed else (c.eigenvectors, c.eigenvalues)
+            W = linalg.whitening(V, lam)
             std = np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0))
-        else:
+        else:  # the rows W_z A: diag(λ^-½) A for an axis-aligned component, λ^-½ V A otherwise
+            W = (linalg.scales(c)[:, None] * fold.A if c.axis_aligned
+                 else linalg.whitening(c.eigenvectors, c.eigenvalues) @ fold.A)
             std = fold.coordinate_std(c.stored_eigenvectors, c.eigenvalues)
             if bias is not None:
                 bias[k] = -(linalg.project(c, res[k][None, :])[0])
