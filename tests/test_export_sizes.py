@@ -151,5 +151,5 @@ def test_cli_hostile_pickles(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     peak_kb = int(res.stdout.strip().splitlines()[-1])
-    assert peak_kb < 600 * 1024, f"to-onnx peaked at {peak_kb / 1024:.0f} MB"
+    assert peak_kb < 600 * 1024, f"to-onnx peaked at {peak_kb / 1024:.0f} MB"  # measured ~230 MB; a d×d matrix is 7 GB
     assert (tmp_path / "rank1.json.onnx").stat().st_size < 1 * MB  # K·r neurons, not a completed d×d layer

@@ -504,9 +504,11 @@ def _spec(levels) -> str:
 # plan: compute="auto" measures
 
 
-#: Work (rows × multiply-adds per row) of compute="auto"'s measurement, and its row limits.
+#: Work (rows × multiply-adds per row) of compute="auto"'s measurement, its row limits, and the most input
+#: numbers it draws (rows × features: 64 MB of float64 rows, so that many features do not mean a large sample).
 _MEASURE_WORK = 5e7
 _MEASURE_ROWS = (64, 2000)
+_MEASURE_NUMBERS = 2**23
 
 
 def _cost_per_row(levels, relu: bool, d_in: int) -> float:
@@ -565,7 +567,9 @@ def _choose_compute(levels, kind, opts, preps, outputs, fold, level0_centering, 
     ref = _build(levels, kind, probe, opts, compute="float64", **common)
     lo, hi = _MEASURE_ROWS
     work = _cost_per_row(levels, opts.activation == "relu", preps[0].d)
-    n_rows = int(min(hi, max(lo, levels[0].n_components, _MEASURE_WORK // work)))
+    n_rows = int(min(hi, _MEASURE_NUMBERS // max(levels[0].n_features, preps[0].d),
+                     max(lo, levels[0].n_components, _MEASURE_WORK // work)))
+    n_rows = max(n_rows, levels[0].n_components)  # every component sampled
     x = linalg.sample(levels[0], n_rows, seed=0)
     if fold is not None:
         x = fold.preimage(x)[0]
