@@ -9,7 +9,6 @@ page is the same on every machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -28,18 +27,11 @@ examples; exit codes are listed at the end of the top-level help.
 """
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:  # argparse keeps subcommands here; there is no public accessor
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
 def render() -> str:
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = WIDTH  # argparse wraps at the terminal width
     try:
-        from gmmnet.cli import build_parser
+        from gmmnet.cli import _subparsers, build_parser
 
         parser = build_parser()
         python = "{}.{}".format(*sys.version_info[:2])  # argparse's layout differs between versions

@@ -3,6 +3,17 @@
 A Linear neuron with weights w = λ^-1/2 v and bias b = −wᵀμ followed by Abs outputs the
 Mahalanobis distance of x along one principal component of a Gaussian; a layer of them
 is a GMM.  Everything passes through the IR in :mod:`gmmnet.ir`.
+
+The top level holds the round trip (docs/reference/api.md lists it)::
+
+    mixture = gmmnet.from_sklearn(gmm)          # fitted scikit-learn mixture → IR
+    model = gmmnet.to_onnx(mixture)             # IR → onnx.ModelProto
+    out = gmmnet.run(model, X)                  # onnxruntime: {output name: array}
+    back, report = gmmnet.from_onnx(model)      # network → IR (exact for gmmnet's graphs)
+    gmm2 = gmmnet.to_sklearn(back)              # IR → fitted scikit-learn estimator
+
+Everything but the IR classes is imported when first called, so ``import gmmnet`` stays light
+(no onnx, onnxruntime, scikit-learn or torch).
 """
 
 from __future__ import annotations
@@ -17,11 +28,28 @@ try:
 except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["Component", "GmmnetError", "Hierarchy", "Mixture", "__version__", "from_sklearn", "to_onnx"]
+__all__ = ["Component", "GmmnetError", "Hierarchy", "Mixture", "__version__", "from_onnx", "from_sklearn", "run",
+           "to_onnx", "to_sklearn"]
 
 
 def from_sklearn(estimator) -> Mixture:
-    """Fitted scikit-learn mixture → IR (see :mod:`gmmnet.formats.sklearn`)."""
+    """Fitted scikit-learn mixture → IR.
+
+    Parameters
+    ----------
+    estimator : sklearn.mixture.GaussianMixture or BayesianGaussianMixture
+        A fitted mixture of any covariance type.
+
+    Returns
+    -------
+    Mixture
+        The IR: per component its weight, mean, eigenvectors and eigenvalues (and, for a
+        BayesianGaussianMixture, the exact per-component log-constant).
+
+    See Also
+    --------
+    gmmnet.formats.sklearn.from_sklearn : the same, with eigenvalue flooring options.
+    """
     from .formats.sklearn import from_sklearn as _f
 
     return _f(estimator)
@@ -69,3 +97,95 @@ def to_onnx(
     return _f(model, activation=activation, dtype=dtype, opset=opset, outputs=outputs, centering=centering,
               compute=compute, layout=layout, delta=delta, intensity=intensity, intensity_c=intensity_c,
               level_outputs=level_outputs, output_names=output_names, return_plan=return_plan)
+
+
+def from_onnx(model, *, data=None, groups=None, n_components: int | None = None):
+    """ONNX network → IR: read the Gaussians back from an Abs/ReLU network.
+
+    Graphs gmmnet wrote are read exactly (also with their metadata stripped); a network
+    someone trained is read approximately, with per-component diagnostics in the report
+    (docs/recovery.md).  A network with several neuron levels under a mixture head (a
+    hierarchy, as ``to_onnx`` writes a :class:`Hierarchy`) comes back as a :class:`Hierarchy`.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto, path or bytes
+        The network.
+    data : array of shape (n_samples, n_features), optional
+        Points the network was meant for: used to group the neurons of a network without a
+        mixture head, to fill what the weights leave open, and for the diagnostics.
+    groups : int or list of lists of int, optional
+        Neuron groups (one per component); an int g means consecutive groups of g neurons.
+        Reads a single mixture.
+    n_components : int, optional
+        Number of components when grouping on ``data``.  Reads a single mixture.
+
+    Returns
+    -------
+    document : Mixture or Hierarchy
+    report : dict
+        How the network was read (``exact``, ``grouping``, per-component diagnostics, notes).
+
+    Raises
+    ------
+    GmmnetError
+        A subclass naming what is wrong: an unreadable file, an unsupported pattern, a grouping
+        that needs ``groups`` or ``data``.
+    """
+    from .formats.onnx.deep import from_onnx as _deep, is_deep
+    from .formats.onnx.read import load_model
+    from .recover import from_onnx as _single
+
+    model = load_model(model)
+    if groups is None and n_components is None and is_deep(model):
+        return _deep(model, data=data)
+    return _single(model, data=data, groups=groups, n_components=n_components)
+
+
+def to_sklearn(model):
+    """IR → a fitted scikit-learn estimator with the same scores.
+
+    Parameters
+    ----------
+    model : Mixture or Hierarchy
+
+    Returns
+    -------
+    sklearn.mixture.GaussianMixture or gmmnet.hierarchy.HierarchicalGaussianMixture
+        A :class:`Mixture` gives a ``GaussianMixture`` of the same covariance type (per-component
+        log-constants, as a BayesianGaussianMixture has, are folded into the weights with a
+        :class:`~gmmnet.errors.PrecisionWarning`); a :class:`Hierarchy` gives a fitted
+        ``HierarchicalGaussianMixture``.
+    """
+    if isinstance(model, Hierarchy):
+        from .hierarchy import HierarchicalGaussianMixture
+
+        return HierarchicalGaussianMixture.from_ir(model)
+    from .formats.sklearn import to_sklearn as _f
+
+    return _f(model)
+
+
+def run(model, X, outputs=None) -> dict:
+    """Score rows with an ONNX model on onnxruntime.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto, path or bytes
+    X : array of shape (n_samples, n_features)
+        Cast to the model's input dtype.
+    outputs : str or list of str, optional
+        Output names to compute (default: all of the graph's outputs).
+
+    Returns
+    -------
+    dict
+        ``{output name: numpy array}``, e.g. ``label``, ``responsibilities``, ``log_likelihood``.
+
+    See Also
+    --------
+    gmmnet.score.score_to_file : files of any size in bounded memory.
+    """
+    from .formats.onnx import run as _f
+
+    return _f(model, X, outputs)

@@ -11,12 +11,90 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import EXIT_CODES, GmmnetError, PrecisionWarning, UsageError
+from .errors import EXIT_CODES, DataError, GmmnetError, PrecisionWarning, UsageError
 
 EPILOG_EXIT_CODES = "exit codes:\n" + "\n".join(
     f"  {code:<3} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
 ) + "\n  130 interrupted (Ctrl-C)\n  141 standard output closed early (e.g. piped into head)\n\nSee docs/cli.md for details."
 
+
+#: Output suffixes each command writes (checked by :func:`_check_output` before any work).
+MODEL_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib")
+OUTPUT_SUFFIXES = {
+    "to-onnx": (".onnx",),
+    "to-gmm": (".json", *MODEL_SUFFIXES),
+    "fit": MODEL_SUFFIXES,
+    "plot": (".png", ".svg", ".pdf"),
+    "score": (".npy", ".npz", ".csv"),
+    "schema": (".json",),
+}
+
+
+# ---------------------------------------------------------------------------
+# parsing: no abbreviations, one-line usage errors with a did-you-mean
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that takes options only as spelled (no prefix guessing: ``--dty`` is not ``--dtype``)
+    and reports a usage error as a :class:`UsageError` (one line, see :func:`main`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # argparse would print the usage block and exit
+        raise UsageError(_usage_message(self, message))
+
+
+def _did_you_mean(word: str, candidates) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _usage_message(parser: argparse.ArgumentParser, message: str) -> str:
+    import re
+
+    m = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+    if m:
+        choices = re.findall(r"'([^']*)'", m.group(2))
+        if message.startswith("argument COMMAND:"):
+            message = f"unknown command {m.group(1)!r}{_did_you_mean(m.group(1), choices)}"
+        else:
+            message = message.split(" (choose from")[0] + f"{_did_you_mean(m.group(1), choices)}; choose from {', '.join(choices)}"
+    return f"{message}; see {parser.prog} --help"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # argparse keeps subcommands here; there is no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _unrecognized(parser: argparse.ArgumentParser, command: str | None, extras: list[str]) -> UsageError:
+    """The usage error for arguments no parser took, with the closest option of that command."""
+    sub = _subparsers(parser).get(command) if command else None
+    target = sub or parser
+    word = extras[0]
+    if word.startswith("-"):
+        options = [o for p in (parser, sub) if p for a in p._actions for o in a.option_strings]
+        name = word.split("=", 1)[0]
+        text = f"unrecognized option {name}{_did_you_mean(name, options)}"
+    else:
+        text = f"unexpected argument {word!r}"
+    return UsageError(f"{text}; see {target.prog} --help")
+
+
+def _check_output(path, allowed: tuple[str, ...]) -> None:
+    """Refuse an output path whose suffix the command cannot write, before any work is done."""
+    if path is None:
+        return
+    suffix = Path(str(path)).suffix.lower()
+    if suffix not in allowed:
+        listed = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+        raise UsageError(f"{path}: unknown output suffix {suffix or '(none)'!r}; use {listed}")
 
 
 # ---------------------------------------------------------------------------
@@ -92,10 +170,65 @@ def _parse_groups(text: str | None):
         raise UsageError(f"--groups must be a group size like '4' or index lists like '0,1;2,3', got {text!r}") from None
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _console(stream=None):
+    """A rich Console on ``stream`` (default: stdout as it is now): styled and fitted to the width
+    on a terminal; plain text of unlimited width otherwise, so a pipe or a file gets one line per row."""
+    from rich.console import Console
+
+    stream = sys.stdout if stream is None else stream
+    tty = _isatty(stream)
+    return Console(file=stream, force_terminal=tty, no_color=not tty, highlight=False, emoji=False,
+                   width=None if tty else 1_000_000, soft_wrap=not tty)
+
+
+def _rich_table(rows: list[list], header: list[str], left: tuple[int, ...], wrap: tuple[int, ...]):
+    from rich.box import Box
+    from rich.table import Table
+    from rich.text import Text
+
+    rule = Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)  # "---  ---" under the header
+    table = Table(box=rule, show_edge=False, pad_edge=False, header_style="bold", collapse_padding=True)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i in left else "right", overflow="fold", no_wrap=i not in wrap)
+    for row in rows:
+        table.add_row(*(Text(str(c)) for c in row))
+    return table
+
+
+def _plain(console, renderable) -> str:
+    with console.capture() as captured:
+        console.print(renderable)
+    return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
+
+
+def _print_table(rows: list[list], header: list[str], *, left: tuple[int, ...] = (0,), wrap: tuple[int, ...] = (),
+                 fit: bool = True) -> None:
+    """An aligned table (rich): header, a rule of dashes, one line per row; columns in ``left`` are
+    left-aligned (the others, numbers, right-aligned).  On a terminal, with ``fit``, the columns
+    in ``wrap`` (free text) fold so that the table fits its width; numbers are never cut.
+    Elsewhere (or without ``fit``) every row is one line, however long."""
+    table = _rich_table(rows, header, left, wrap)
+    console = _console()
+    if not console.is_terminal:
+        sys.stdout.write(_plain(console, table))
+        return
+    if not fit:
+        console.width = 1_000_000
+    console.print(table)
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    """The same table as plain text, for a caller that prints it itself (prefer :func:`_print_table`)."""
+    from io import StringIO
+
+    return _plain(_console(StringIO()), _rich_table(rows, header, (0,), ())).rstrip("\n")
 
 
 # ---------------------------------------------------------------------------
@@ -103,9 +236,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_to_onnx(args) -> int:
+    _check_output(args.output, OUTPUT_SUFFIXES["to-onnx"])
     from . import io
     from .formats.onnx import to_onnx
     from .formats.onnx.options import ExportOptions
+    from .tolerances import tol
 
     out = args.output or _default_output(args.model, ".onnx")
     options = ExportOptions(**{name: getattr(args, name) for name in ExportOptions.model_fields})
@@ -120,7 +255,7 @@ def cmd_to_onnx(args) -> int:
     print(f"wrote {out}: {plan.summary()}, activation={args.activation}, dtype={args.dtype}, opset={args.opset}")
     for message in plan.warnings:
         print(f"gmmnet: warning: {message}", file=sys.stderr)
-    if plan.float32_loss is not None and plan.float32_loss > 1e-4:
+    if plan.float32_loss is not None and plan.float32_loss > tol("float32_warn"):
         print(f"gmmnet: warning: float32 may lose ~{plan.float32_loss:.1e} in log_likelihood; consider --dtype float64",
               file=sys.stderr)
     return 0
@@ -128,12 +263,17 @@ def cmd_to_onnx(args) -> int:
 
 def cmd_to_gmm(args) -> int:
     from . import io
-    from .recover import from_onnx
+    from .recover import density_check, from_onnx
 
     out = args.output or _default_output(args.model, ".json")
+    _check_output(out, OUTPUT_SUFFIXES["to-gmm"])
     suffix = Path(out).suffix.lower()
-    if suffix not in (".json", ".skops", ".pkl", ".pickle", ".joblib"):  # fail before the work
-        raise UsageError(f"unknown output suffix {suffix or '(none)'!r}: use .json, .skops, .pkl or .joblib")
+    if args.calibrate and not args.data:
+        raise UsageError("--calibrate needs --data: the scales, means and weights are re-estimated from data")
+    if args.n_components is not None and args.groups is not None:
+        raise UsageError("--n-components is for automatic grouping; --groups already says which neurons belong together")
+    if args.n_components is not None and args.n_components < 1:
+        raise UsageError(f"--n-components must be >= 1, got {args.n_components}")
     inputs = tuple(p for p in (args.model, args.data) if p)
     if args.report and io.same_file(args.report, out):
         raise UsageError(f"--report {args.report} is the output file; choose another path")
@@ -145,11 +285,15 @@ def cmd_to_gmm(args) -> int:
         raise UsageError(f"to-gmm reads an ONNX network; {args.model} is not one (use inspect or to-onnx)")
     from .formats.onnx.deep import is_deep
 
-    if args.groups is None and is_deep(model):  # a hierarchy: one mixture per neuron level
+    if args.groups is None and args.n_components is None and is_deep(model):  # a hierarchy: one mixture per level
+        if args.calibrate:
+            raise UsageError(f"{args.model} is a hierarchy; --calibrate recovers one mixture (pass --groups to read "
+                             "the first level as one)")
         from .formats.onnx.deep import from_onnx as from_deep_onnx
         from .hierarchy import HierarchicalGaussianMixture
 
         mixture, report = from_deep_onnx(model, data=data)
+        report.setdefault("density_check", density_check(0 if data is None else len(data)))
         if suffix == ".json":
             io.save_ir(mixture, out, force=args.force, inputs=inputs)
         else:
@@ -158,11 +302,26 @@ def cmd_to_gmm(args) -> int:
             io.atomic_write(args.report, json.dumps(_finite_json(report), indent=2).encode(), force=args.force,
                             inputs=(*inputs, out))
         print(f"wrote {out}: hierarchy of {len(mixture.levels)} levels ("
-              + ", ".join(f"{m.n_components} components over {m.n_features} features" for m in mixture.levels) + ")")
+              + ", ".join(f"{m.n_components} components over {m.n_features} features" for m in mixture.levels) + ")",
+              file=_status_stream(args))
         for note in report.get("notes", []):
-            print(f"note: {note}")
+            print(f"note: {note}", file=_status_stream(args))
+        _print_diagnostics(report, args)
+        _print_density_check(report, args)
         return 0
-    mixture, report = from_onnx(model, data=data, groups=_parse_groups(args.groups))
+    fit_rows, held_out = data, None
+    if args.calibrate:
+        from .recover import holdout_split
+
+        train, test = holdout_split(len(data), args.holdout, args.seed)
+        fit_rows, held_out = data[train], data[test]
+    mixture, report = from_onnx(model, data=fit_rows, groups=_parse_groups(args.groups), n_components=args.n_components)
+    inverted = mixture
+    if args.calibrate:
+        from .recover import calibrate
+
+        mixture, report["calibration"] = calibrate(inverted, fit_rows, held_out=held_out, seed=args.seed)
+        report["calibration"]["holdout"] = {"fraction": args.holdout, "seed": args.seed}
     if suffix == ".json":
         io.save_ir(mixture, out, force=args.force, inputs=inputs)
     elif suffix in (".skops", ".pkl", ".pickle", ".joblib"):
@@ -172,25 +331,91 @@ def cmd_to_gmm(args) -> int:
             warnings.simplefilter("ignore", PrecisionWarning)
             io.save_estimator(to_sklearn(mixture), out, force=args.force, inputs=inputs)
     if args.report:
-        io.atomic_write(args.report, json.dumps(report, indent=2, default=float).encode(), force=args.force,
+        io.atomic_write(args.report, json.dumps(_finite_json(report), indent=2).encode(), force=args.force,
                         inputs=(*inputs, out))
-    print(f"wrote {out}: {mixture.n_components} components over {mixture.n_features} features")
-    _print_diagnostics(report)
+    what = "calibrated mixture, " if args.calibrate else ""
+    print(f"wrote {out}: {what}{mixture.n_components} components over {mixture.n_features} features",
+          file=_status_stream(args))
+    _print_diagnostics(report, args)
+    if args.calibrate:
+        _print_calibration(report["calibration"], _status_stream(args))
+    _print_density_check(report, args)
     return 0
 
 
-def _print_diagnostics(report: dict) -> None:
+def _print_density_check(report: dict, args=None) -> None:
+    """One line when nothing was checked against data (the issue: exact algebra is not a checked density)."""
+    from .recover import UNCHECKED
+
+    if report.get("density_check") == UNCHECKED:
+        print("note: density not checked: no data. The Gaussians reproduce the network's neurons; whether they "
+              "describe your data is unknown until you pass --data X.npy (docs/recovery.md)", file=_status_stream(args))
+
+
+def _print_calibration(cal: dict, stream=None) -> None:
+    ll = cal["log_likelihood"]
+    rows = [[name, _fmt(ll[key]["train"]), _fmt(ll[key]["held_out"])]
+            for name, key in (("inverted", "inverted"), ("calibrated", "calibrated"),
+                              ("free full-covariance step", "free_step"))]
+    print(f"calibration: {cal['iterations']} EM steps ({'converged' if cal['converged'] else 'not converged'}), "
+          f"{cal['n_train']} training rows, {cal['n_held_out']} held out "
+          f"(fraction {cal['holdout']['fraction']:g}, seed {cal['holdout']['seed']})", file=stream)
+    print(_table(rows, ["mixture", "train ll/row", "held-out ll/row"]), file=stream)
+    mc = cal["kl"].get("mixture_monte_carlo")
+    if mc is not None:
+        print(f"KL(calibrated ‖ inverted): {mc['value']:.4g} ± {mc['standard_error']:.2g} nats (Monte Carlo, "
+              f"{mc['samples']} draws); per component, closed form: "
+              + ", ".join(_fmt(v) for v in cal["kl"]["components"]), file=stream)
+    print("largest angle a direction would move under a free full-covariance step (degrees): "
+          + ", ".join(_fmt(c["free_step_angle_max_deg"]) for c in cal["components"]), file=stream)
+
+
+def _status_stream(args):
+    """Where a command's status lines go: stdout, or stderr when stdout carries --json."""
+    return sys.stderr if getattr(args, "json", False) else sys.stdout
+
+
+#: to-gmm's compact table: (report key, column) of the metrics with data, else without
+_COMPACT_WITH_DATA = (("faithfulness_r2", "R²"), ("hyperplane_distance_sigma", "hyperplane σ"),
+                      ("whitening_error", "whitening err"))
+_COMPACT_NO_DATA = (("hyperplane_residual_sigma", "hyperplane residual σ"),)
+
+
+def _print_diagnostics(report: dict, args=None) -> None:
+    """to-gmm's recovery report on stdout: ``--json`` the whole report; ``--wide`` every per-component
+    key as a table; by default a compact table that fits a terminal (component, neurons, the
+    diagnostics that were computed, and a status: exact, ok or low confidence with its reasons)."""
+    if getattr(args, "json", False):
+        print(json.dumps(_finite_json(report), indent=2, allow_nan=False))
+        return
     comps = report.get("components") if isinstance(report, dict) else None
     if not comps:
         return
-    keys = [k for k in comps[0] if k != "index"]
-    rows = [[str(c.get("index", i))] + [_fmt(c.get(k)) for k in keys] for i, c in enumerate(comps)]
-    print(_table(rows, ["component", *keys]))
+    if getattr(args, "wide", False):
+        keys = [k for k in comps[0] if k != "index"]
+        rows = [[str(c.get("index", i))] + [_fmt(c.get(k)) for k in keys] for i, c in enumerate(comps)]
+        wrap = (len(keys),) if keys and keys[-1] == "reasons" else ()
+        _print_table(rows, ["component", *keys], left=(0, *wrap), wrap=wrap, fit=False)
+        return
+    metrics = [m for m in _COMPACT_WITH_DATA if any(c.get(m[0]) is not None for c in comps)]
+    metrics = metrics or [m for m in _COMPACT_NO_DATA if any(c.get(m[0]) is not None for c in comps)]
+    rows = []
+    for i, c in enumerate(comps):
+        if c.get("low_confidence"):
+            status = "LOW CONFIDENCE: " + ("; ".join(c.get("reasons") or []) or "see --wide")
+        else:
+            status = "exact" if c.get("exact") else "ok"
+        rows.append([str(c.get("index", i)), _fmt(c.get("neurons")), *(_fmt(c.get(k)) for k, _ in metrics), status])
+    _print_table(rows, ["component", "neurons", *(name for _, name in metrics), "status"],
+                 left=(0, len(metrics) + 2), wrap=(len(metrics) + 2,))
+    print("(every diagnostic: --wide or --json; what they mean: docs/recovery.md)")
 
 
 def _fmt(v) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)
+    if isinstance(v, (list, tuple)):
+        return "; ".join(map(str, v))
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -213,7 +438,8 @@ def _finite_json(obj):
     return obj if obj is None or isinstance(obj, str) else str(obj)
 
 
-#: float32 graphs whose estimated log-likelihood error exceeds this get a warning in `inspect`.
+#: A float32 graph gmmnet did not write (no metadata) gets a warning in `inspect` when a pure-float32
+#: graph of its mixture is estimated to lose more than this in log_likelihood.
 PRECISION_WARN = 1e-4
 
 
@@ -224,7 +450,7 @@ def inspect_summary(path: str, data_path: str | None = None) -> dict:
     opset, node count, activation, input dtype, metadata); ``levels`` (one per mixture of a
     hierarchy) with per-component weight, neurons, eigenvalue range and condition number and
     the recovery ``diagnostics``; ``recovery`` for ONNX (how it was read back); ``precision``
-    (float32 error estimate of level 0 and a warning when it exceeds :data:`PRECISION_WARN`).
+    (see :func:`precision_summary`).
     """
     from . import io
     from .ir import Hierarchy
@@ -284,20 +510,91 @@ def inspect_summary(path: str, data_path: str | None = None) -> dict:
     if report is not None:
         keys = ("grouping", "exact", "low_confidence", "head", "n_levels", "neurons", "notes", "reader")
         summary["recovery"] = {k: report.get(k) for k in keys if k in report}
-    summary["precision"] = _precision(levels[0], graph_dtype)
+    meta = summary["graph"]["metadata"] if is_onnx else None
+    summary["precision"] = precision_summary(levels, graph_dtype=graph_dtype, metadata=meta)
     return _finite_json(summary)
 
 
-def _precision(mixture, graph_dtype: str | None) -> dict:
-    from .formats.onnx import float32_error_estimate
+def _targets() -> dict:
+    """The accuracy gmmnet states for float32 graphs (gmmnet.tolerances)."""
+    from .tolerances import tol
 
-    est = float(float32_error_estimate(mixture))
+    return {"log_likelihood": tol("float32_ll"), "responsibilities": tol("float32_resp")}
+
+
+def graph_precision(metadata: dict | None, graph_dtype: str | None) -> dict | None:
+    """The accuracy a graph gmmnet wrote states about itself, from its metadata (None for other graphs).
+
+    Returns ``{"dtype", "compute", "layout", "basis", "log_likelihood", "responsibilities"}``:
+    ``basis`` is ``"predicted"`` (a single mixture's ``predicted_error_*`` keys) or ``"measured"``
+    (a deep graph's ``measured_float32_error_*``, when it computes in float32); a graph that
+    computes in float64 (behind a float32 or float64 interface) has errors of float64 rounding,
+    reported as 0 with basis ``"float64 compute"``.  Errors are None where the graph states none.
+    """
+    meta = metadata or {}
+    if "compute" not in meta:
+        return None
+    out = {"dtype": graph_dtype, "compute": meta["compute"], "layout": meta.get("layout", "neurons"),
+           "basis": None, "log_likelihood": None, "responsibilities": None}
+    for basis, prefix in (("predicted", "predicted_error_"), ("measured", "measured_float32_error_")):
+        if f"{prefix}log_likelihood" in meta:
+            try:
+                ll, resp = float(meta[f"{prefix}log_likelihood"]), float(meta.get(f"{prefix}responsibilities", "nan"))
+            except ValueError:  # metadata is free text: a graph edited by hand may hold anything
+                continue
+            out.update(basis=basis, log_likelihood=ll, responsibilities=None if resp != resp else resp)
+            break
+    if out["basis"] is None and (meta["compute"] == "float64" or graph_dtype == "float64"):
+        out.update(basis="float64 compute", log_likelihood=0.0, responsibilities=0.0)
+    return out
+
+
+def _misses(errors: dict, targets: dict) -> list[str]:
+    return [f"{k} ~{errors[k]:.1e} > {targets[k]:g}" for k in ("log_likelihood", "responsibilities")
+            if errors.get(k) is not None and errors[k] > targets[k]]
+
+
+def precision_summary(levels, *, graph_dtype: str | None = None, metadata: dict | None = None) -> dict:
+    """What ``inspect`` says about float32 accuracy, for the graph as built or the graph to-onnx would build.
+
+    * An ONNX graph gmmnet wrote: its own compute mode and predicted (or measured) errors from
+      its metadata (:func:`graph_precision`); a warning only when a graph that computes in
+      float32 predicts a miss of gmmnet's float32 targets (:mod:`gmmnet.tolerances`).  Float64
+      arithmetic is the most accurate gmmnet writes, so a graph computing in float64 gets none.
+    * Another float32 graph (no gmmnet metadata): a warning when a pure-float32 graph of the
+      mixture is estimated to lose more than :data:`PRECISION_WARN`.
+    * A model file (a single mixture): what ``gmmnet to-onnx`` would write by default (float32,
+      ``--compute auto``), from :func:`gmmnet.formats.onnx.predicted_errors`.
+
+    Keys: ``float32_error_estimate`` (a pure-float32 neuron graph of level 0), ``graph``,
+    ``to_onnx_default``, ``targets``, ``warning`` (None or one line).
+    """
+    from .formats.onnx import float32_error_estimate, predicted_errors
+
+    base = levels[0]
+    est = float(float32_error_estimate(base))
+    graph = graph_precision(metadata, graph_dtype)
+    targets = _targets()
+    default = None
     warning = None
-    if est > PRECISION_WARN and graph_dtype in (None, "float32"):
-        what = "this float32 graph" if graph_dtype else "a float32 graph (the to-onnx default)"
-        warning = (f"{what} may lose ~{est:.1e} in log_likelihood (> {PRECISION_WARN:g}); "
-                   "use to-onnx --dtype float64")
-    return {"float32_error_estimate": est, "threshold": PRECISION_WARN, "warning": warning}
+    if graph is not None:
+        missed = _misses(graph, targets) if graph_dtype == "float32" and graph["compute"] != "float64" else []
+        if missed:
+            warning = (f"this graph (dtype {graph_dtype}, compute {graph['compute']}) is {graph['basis']} to miss "
+                       f"gmmnet's targets: {', '.join(missed)}; rebuild it with to-onnx --compute auto or --dtype float64")
+    elif graph_dtype is not None:  # a graph gmmnet did not write: only the mixture's own estimate is known
+        if graph_dtype == "float32" and est > PRECISION_WARN:
+            warning = (f"this float32 graph does not say how it computes; a pure-float32 graph of this mixture may "
+                       f"lose ~{est:.1e} in log_likelihood; to-onnx writes one that meets {targets['log_likelihood']:g}")
+    elif len(levels) == 1:
+        pred = predicted_errors(base)
+        default = {"dtype": "float32", **pred}
+        missed = _misses(pred, targets) if pred["compute"] != "float64" else []
+        if missed:
+            warning = (f"to-onnx's default float32 graph (compute {pred['compute']}) is predicted to miss "
+                       f"gmmnet's targets: {', '.join(missed)}; use to-onnx --dtype float64")
+    return {"float32_error_estimate": est, "threshold": PRECISION_WARN, "graph": graph, "to_onnx_default": default,
+            "targets": targets, "warning": warning}
 
 
 def cmd_inspect(args) -> int:
@@ -329,22 +626,29 @@ def cmd_inspect(args) -> int:
               f"covariance_type {lvl['covariance_type']}, source {lvl['source']}")
         rows = [[str(c["index"]), f"{c['weight']:.4f}", str(c["neurons"]), f"{c['eigenvalue_min']:.3g}",
                  f"{c['eigenvalue_max']:.3g}", f"{c['condition_number']:.3g}"] for c in lvl["components"]]
-        print(_table(rows, ["component", "weight", "neurons", "eig min", "eig max", "condition"]))
+        _print_table(rows, ["component", "weight", "neurons", "eig min", "eig max", "condition"])
         diag = (lvl.get("diagnostics") or {}).get("components")
         if diag:
             print("\nrecovery diagnostics (docs/recovery.md):")
             keys = ["exact", "low_confidence", "faithfulness_r2", "hyperplane_distance_sigma", "whitening_error"]
             rows = [[str(c.get("index", j))] + [_fmt(c.get(k)) for k in keys] + ["; ".join(c.get("reasons") or [])]
                     for j, c in enumerate(diag)]
-            print(_table(rows, ["component", "exact", "low conf.", "R²", "hyperplane σ", "whitening err", "reasons"]))
-    meta = summary.get("graph", {}).get("metadata") or {}
-    print()
-    if "compute" in meta:  # the graph's own arithmetic, as gmmnet wrote it
-        line = f"this graph: layout {meta.get('layout', 'neurons')}, compute {meta['compute']}"
-        if "predicted_error_log_likelihood" in meta:
-            line += f", predicted log_likelihood error {float(meta['predicted_error_log_likelihood']):.2g}"
-        print(line)
+            _print_table(rows, ["component", "exact", "low conf.", "R²", "hyperplane σ", "whitening err", "reasons"],
+                         left=(0, 6), wrap=(6,))
     p = summary["precision"]
+    print()
+    if p["graph"]:  # the graph's own arithmetic, as gmmnet wrote it
+        g = p["graph"]
+        line = f"this graph: layout {g['layout']}, compute {g['compute']}"
+        if g["basis"] in ("predicted", "measured"):
+            line += f", {g['basis']} log_likelihood error {g['log_likelihood']:.2g}"
+            if g["responsibilities"] is not None:
+                line += f", responsibilities {g['responsibilities']:.2g}"
+        print(line)
+    if p["to_onnx_default"]:
+        d = p["to_onnx_default"]
+        print(f"to-onnx default (float32, --compute auto): compute {d['compute']}, predicted log_likelihood error "
+              f"{d['log_likelihood']:.2g}, responsibilities {d['responsibilities']:.2g}")
     print(f"pure-float32 error estimate of this mixture (log_likelihood, neurons layout): {p['float32_error_estimate']:.2g}")
     if warning:
         print(f"gmmnet: warning: {warning}", file=sys.stderr)
@@ -352,6 +656,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_schema(args) -> int:
+    _check_output(args.output, OUTPUT_SUFFIXES["schema"])
     from . import io
     from .ir import json_schema
 
@@ -364,25 +669,32 @@ def cmd_schema(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import TOLERANCES, dataset_rows, run_demo
 
+    n_rows = dataset_rows(args.dataset)
+    _check_range("--components", args.components, 1, n_rows, f"the {args.dataset} data has {n_rows} rows")
+    _check_range("--seed", args.seed, 0, 2**32 - 1)
     rows = run_demo(dataset=args.dataset, n_components=args.components, seed=args.seed)
     print(f"gmmnet demo: GaussianMixture on scikit-learn's {args.dataset} (standardized), "
           f"K={args.components}, checked on onnxruntime against sklearn")
-    print(_table(
+    _print_table(
         [[r["covariance_type"], r["dtype"], r["activation"], str(r["components"]), str(r["neurons"]),
           f"{r['max_err_loglik']:.1e}", f"{r['max_err_resp']:.1e}", f"{100 * r['label_agreement']:.2f}%"] for r in rows],
         ["covariance", "dtype", "activation", "components", "neurons", "max err loglik", "max err resp", "labels agree"],
-    ))
+        left=(0, 1, 2),
+    )
     bad = [r for r in rows if not r["ok"]]
     if bad:
         print(f"gmmnet: error: {len(bad)} configuration(s) exceeded the stated tolerance", file=sys.stderr)
         return 1
-    print("all configurations within tolerance (float32: 2e-6 loglik, 1e-6 resp; float64: 1e-10)")
+    (ll32, resp32), (ll64, resp64) = TOLERANCES["float32"], TOLERANCES["float64"]
+    print(f"all configurations within tolerance (float32: {ll32:g} loglik, {resp32:g} resp; "
+          f"float64: {ll64:g} loglik, {resp64:g} resp)")
     return 0
 
 
 def cmd_plot(args) -> int:
+    _check_output(args.output, OUTPUT_SUFFIXES["plot"])
     from .plot import plot_file
 
     size = None
@@ -403,42 +715,31 @@ def cmd_plot(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    import time
-
     from . import io
     from .hierarchy import fit_model, parse_levels
 
-    parse_levels(args.levels)  # fail on a bad spec before loading anything
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in (".skops", ".pkl", ".pickle", ".joblib"):
-        raise UsageError(f"unknown output suffix {suffix or '(none)'!r}: use .skops, .pkl or .joblib")
+    _check_output(args.output, OUTPUT_SUFFIXES["fit"])
+    specs = parse_levels(args.levels)  # fail on a bad spec before loading anything
+    _check_range("--seed", args.seed, 0, 2**32 - 1)
+    _check_range("--max-iter", args.max_iter, 1)
+    _check_range("--n-init", args.n_init, 1)
+    _check_range("--reg-covar", args.reg_covar, 0.0)
     if Path(args.output).exists() and not args.force:
         from .errors import OutputExistsError
 
         raise OutputExistsError(f"{args.output} exists; pass --force to overwrite")
     X = io.load_data(args.data)
-    started = {}
-
-    def progress(i, n, spec, n_features, est):
-        what = f"level {i + 1}/{n}: {spec['n_components']} {spec['covariance_type']} components on {n_features} features"
-        if spec["rank"] is not None:
-            what += f", rank {spec['rank']}"
-        if est is None:
-            started[i] = time.perf_counter()
-            print(f"gmmnet fit: {what} ...", file=sys.stderr, flush=True)
-        else:
-            state = "converged" if est.converged_ else "NOT converged"
-            print(f"gmmnet fit: {what} done in {time.perf_counter() - started[i]:.2f} s "
-                  f"({state}, {est.n_iter_} EM iterations)", file=sys.stderr, flush=True)
-
+    _check_finite_rows(X, args.data)
+    _check_ranks(specs, X.shape[1], args.levels)
     params = {k: v for k, v in (("max_iter", args.max_iter), ("n_init", args.n_init), ("reg_covar", args.reg_covar))
               if v is not None}
     try:
-        est = fit_model(X, args.levels, random_state=args.seed, progress=progress, **params)
+        with _FitProgress() as progress:
+            est = fit_model(X, args.levels, random_state=args.seed, progress=progress, **params)
     except ValueError as exc:  # scikit-learn's parameter validation
         if isinstance(exc, GmmnetError):
             raise
-        raise UsageError(str(exc).splitlines()[0]) from None
+        raise UsageError(_first_line(exc)) from None
     io.save_estimator(est, args.output, force=args.force, inputs=(args.data,))
     kind = type(est).__name__
     print(f"wrote {args.output}: {kind} ({args.levels}) on {X.shape[0]} rows x {X.shape[1]} features, "
@@ -446,7 +747,89 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _check_range(option: str, value, lo, hi=None, why: str = "") -> None:
+    """UsageError unless lo <= value <= hi (``why`` says where the bounds come from)."""
+    if value is None:
+        return
+    if value < lo or (hi is not None and value > hi):
+        within = f"within {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise UsageError(f"{option} must be {within}{f' ({why})' if why else ''}, got {value}")
+
+
+def _check_finite_rows(X: np.ndarray, source) -> None:
+    """Fitting needs finite numbers: name the first rows (1-based) that hold NaN or infinity."""
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if bad.size:
+        first = ", ".join(str(i + 1) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+        rows = "1 row holds" if bad.size == 1 else f"{bad.size} rows hold"
+        raise DataError(f"{source}: {rows} NaN or infinity (row{'s' if bad.size > 1 else ''} {first}, counting "
+                        "from 1); fit needs finite numbers: drop or impute those rows")
+
+
+def _check_ranks(specs: list[dict], n_features: int, text: str) -> None:
+    """r of each level against its input width: the data's features at level 0, the previous
+    level's neurons (K·r, or K·d untruncated) above it."""
+    d, below = n_features, "the data's features"
+    for i, spec in enumerate(specs):
+        r = spec["rank"]
+        if r is not None and r > d:
+            raise UsageError(f"--levels {text}: level {i} keeps r={r} directions per component but its input has only "
+                             f"{d} features ({below}); use r <= {d}")
+        k = spec["n_components"]
+        d, below = k * (r if r is not None else d), f"the {k} components x {r if r is not None else d} neurons of level {i}"
+
+
+class _FitProgress:
+    """fit's progress on stderr: a rich bar over the levels with elapsed time on a terminal, one plain
+    line per level start and end otherwise (logs, pipes, tests)."""
+
+    def __init__(self):
+        self.bar = None
+        self.started: dict[int, float] = {}
+
+    def __enter__(self):
+        if _isatty(sys.stderr):
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True)
+            self.bar.start()
+            self.task = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+    def __call__(self, i, n, spec, n_features, est):
+        import time
+
+        what = f"level {i + 1}/{n}: {spec['n_components']} {spec['covariance_type']} components on {n_features} features"
+        if spec["rank"] is not None:
+            what += f", rank {spec['rank']}"
+        if est is None:
+            self.started[i] = time.perf_counter()
+            if self.bar is None:
+                print(f"gmmnet fit: {what} ...", file=sys.stderr, flush=True)
+            elif self.task is None:
+                self.task = self.bar.add_task(what, total=n)
+            else:
+                self.bar.update(self.task, description=what)
+            return
+        state = "converged" if est.converged_ else "NOT converged"
+        done = (f"gmmnet fit: {what} done in {time.perf_counter() - self.started[i]:.2f} s "
+                f"({state}, {est.n_iter_} EM iterations)")
+        if self.bar is None:
+            print(done, file=sys.stderr, flush=True)
+        else:
+            self.bar.console.print(done, markup=False, highlight=False)
+            self.bar.advance(self.task)
+
+
 def cmd_score(args) -> int:
+    _check_output(args.output, OUTPUT_SUFFIXES["score"])
     from .score import score_to_file
 
     info = score_to_file(args.model, args.data, args.output, outputs=args.outputs, batch_size=args.batch_size,
@@ -460,7 +843,7 @@ def cmd_score(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="gmmnet",
         description="Translate between Gaussian mixture models and Abs/ReLU neural networks (ONNX).",
         epilog=EPILOG_EXIT_CODES,
@@ -527,20 +910,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("to-gmm", help="recover a Gaussian mixture from an ONNX network",
                        description="Recover Gaussians from an Abs/ReLU network: exact for gmmnet's graphs, "
-                                   "approximate with diagnostics for trained ones.")
+                                   "approximate with diagnostics for trained ones. Without --data the density is "
+                                   "not checked (the report says 'unchecked: no data'); with --data the diagnostics "
+                                   "check it, and --calibrate re-estimates scales, means and weights from the data "
+                                   "with the layer's directions held fixed.")
     g.add_argument("model", help="ONNX network (.onnx)")
     g.add_argument("-o", "--output", help="output .json (IR), .skops, .pkl or .joblib (default: MODEL with .json)")
-    g.add_argument("--data", help="data (.npy or .csv) for grouping neurons, prototypes and diagnostics")
+    g.add_argument("--data", help="data (.npy or .csv) for grouping neurons, prototypes and the diagnostics "
+                                  "that check the density; without it the density is reported unchecked")
     g.add_argument("--groups", help="neuron groups: a group size ('4') or index lists ('0,1,2;3,4,5')")
+    g.add_argument("--n-components", type=int, metavar="K",
+                   help="number of components when grouping neurons on --data (default: neurons // features; "
+                        "not used when the graph's head groups the neurons)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="with --data: keep each component's directions from the layer and re-estimate the variances "
+                        "along them, the means, the weights and a residual variance by EM; writes the calibrated "
+                        "mixture and reports both on held-out rows (docs/recovery.md, 'Calibrated recovery')")
+    g.add_argument("--holdout", type=float, default=0.2, metavar="FRACTION",
+                   help="--calibrate: fraction of the --data rows held out to score both mixtures (default: 0.2)")
+    g.add_argument("--seed", type=int, default=0, help="--calibrate: seed of the held-out split and the KL draws (default: 0)")
     g.add_argument("--report", help="also write the diagnostics report as JSON here")
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    shown = g.add_mutually_exclusive_group()
+    shown.add_argument("--wide", action="store_true",
+                       help="print every diagnostic of every component (a wide table; default: a compact one)")
+    shown.add_argument("--json", action="store_true",
+                       help="print the diagnostics report as JSON on stdout (status lines go to stderr)")
     g.set_defaults(func=cmd_to_gmm)
 
     i = sub.add_parser("inspect", help="summarize a mixture, hierarchy, IR or ONNX file",
                        description="Per component: weight, neurons, eigenvalue range and condition number; "
                                    "for ONNX the graph summary and how it was read back (with the recovery "
-                                   "diagnostics); a warning when a float32 graph would lose more than "
-                                   f"{PRECISION_WARN:g} in log_likelihood.")
+                                   "diagnostics); the accuracy of the graph as built (from its metadata) or of "
+                                   "the graph to-onnx would build, with a warning when it misses gmmnet's targets.")
     i.add_argument("file", help=".pkl, .joblib, .skops (mixtures or HierarchicalGaussianMixture), .json (IR) or .onnx")
     i.add_argument("--data", help="data (.npy or .csv) for reading back a trained ONNX network and its diagnostics")
     i.add_argument("--json", action="store_true", help="machine-readable JSON (strict: no NaN)")
@@ -628,10 +1030,16 @@ def _closed_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            raise _unrecognized(parser, getattr(args, "command", None), extras)
+        if not getattr(args, "func", None):
+            raise UsageError(f"no command given; choose from {', '.join(_subparsers(parser))}; see gmmnet --help")
+    except UsageError as exc:
+        print(f"gmmnet: error: {exc}", file=sys.stderr)
         return UsageError.exit_code
+    caught: list = []
     try:  # the limit holds for this call only (main is also called in-process)
         if args.max_memory is not None:
             from .limits import parse_size, set_max_memory
@@ -640,13 +1048,18 @@ def main(argv: list[str] | None = None) -> int:
                 set_max_memory(parse_size(args.max_memory))
             except ValueError as exc:
                 raise UsageError(f"--max-memory: {exc}") from None
-        return args.func(args)
+        with warnings.catch_warnings(record=True) as caught:
+            _quiet_warnings()
+            code = args.func(args)
+        if code == 0:  # a command that failed says so in its error line, alone
+            _show_warnings(caught)
+        return code
     except BrokenPipeError:
         return _closed_pipe()
     except GmmnetError as exc:
         if args.debug:
             raise
-        print(f"gmmnet: error: {exc}", file=sys.stderr)
+        print(f"gmmnet: error: {_error_message(exc, args)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("gmmnet: interrupted", file=sys.stderr)
@@ -660,15 +1073,90 @@ def main(argv: list[str] | None = None) -> int:
             from .errors import InvalidModelError
             from .ir import format_validation_error
 
-            print(f"gmmnet: error: invalid model: {format_validation_error(exc)}", file=sys.stderr)
+            err = InvalidModelError(f"invalid model: {format_validation_error(exc)}")
+            print(f"gmmnet: error: {_error_message(err, args)}", file=sys.stderr)
             return InvalidModelError.exit_code
-        print(f"gmmnet: error: internal error ({type(exc).__name__}: {exc}); rerun with --debug", file=sys.stderr)
+        print(f"gmmnet: error: internal error ({type(exc).__name__}: {_first_line(exc)}); rerun with --debug",
+              file=sys.stderr)
         return 1
     finally:
         if args.max_memory is not None:
             from .limits import set_max_memory
 
             set_max_memory(None)
+
+
+# ---------------------------------------------------------------------------
+# errors and warnings: one line each, naming the file they are about
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _names(message: str, path) -> bool:
+    path = str(path)
+    return path in message or Path(path).name in message
+
+
+def _error_message(exc: GmmnetError, args) -> str:
+    """The one-line text of an error: the file it is about first, when the message does not name it.
+
+    A ``DataError`` is about the data file (``--data``, or fit's DATA); anything else raised
+    while a command reads or converts its model is about the model file.  Usage errors and
+    output errors are about options and outputs and already say which.
+    """
+    from .errors import OutputExistsError, OutputFileError
+
+    message = _first_line(exc)
+    if "belong together" in message:  # the reader needs a grouping: say how to give one with this command
+        message = _grouping_hint(message, args)
+    if isinstance(exc, (UsageError, OutputExistsError, OutputFileError)):
+        return message
+    model = getattr(args, "model", None) or getattr(args, "file", None)
+    data = getattr(args, "data", None)
+    subject = data if isinstance(exc, DataError) and data else (model or data)
+    if subject is None or _names(message, subject) or (model and _names(message, model)) or (data and _names(message, data)):
+        return message
+    return f"{subject}: {message}"
+
+
+def _grouping_hint(message: str, args) -> str:
+    """A network whose neurons' grouping is unknown: the next step, with options this command has."""
+    import re
+
+    model = getattr(args, "model", None) or getattr(args, "file", None)
+    what = re.sub(r"[:;,]?\s*pass groups.*$", "", message)
+    if model and not _names(what, model):
+        what = f"{model}: {what}"
+    if args.command == "to-gmm":
+        return f"{what}; pass --groups SIZE (or index lists like '0,1;2,3') or --data FILE"
+    json_out = f"{Path(str(model)).stem}.json"
+    step = f"run gmmnet to-gmm {model} --groups SIZE (or --data FILE) -o {json_out} first"
+    if args.command == "to-onnx":
+        return f"{what}; {step}, then gmmnet to-onnx {json_out}"
+    return f"{what}; pass --data FILE, or {step}"
+
+
+def _quiet_warnings() -> None:
+    """Inside a command every warning is shown once (one line, see :func:`_show_warnings`) except
+    numpy's floating-point RuntimeWarnings, noise next to gmmnet's own checks (which raise, or
+    warn in gmmnet's words), and other libraries' deprecation notices."""
+    warnings.simplefilter("default")
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _show_warnings(caught) -> None:
+    """Warnings of a command that succeeded, one line each (an error drops them: the error says it)."""
+    seen = set()
+    for w in caught:
+        text = _first_line(w.message)
+        if text and text not in seen:
+            seen.add(text)
+            print(f"gmmnet: warning: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-TOLERANCES = {"float32": (2e-6, 1e-6), "float64": (1e-10, 1e-10)}  # (log_likelihood, responsibilities)
+from .errors import UsageError
+from .tolerances import tol
+
+#: (log_likelihood, responsibilities) targets on standardized data, from gmmnet.tolerances
+TOLERANCES = {"float32": (tol("float32_ll"), tol("float32_resp")), "float64": (tol("float64_ll"), tol("float64_resp"))}
+DATASETS = {"iris": 150, "wine": 178, "breast_cancer": 569, "digits": 1797}  # rows of scikit-learn's bundled data
 CONFIGS = (("float32", "abs"), ("float64", "abs"), ("float32", "relu"))
 HIERARCHY_TOP = "2:diag"
 
 
+def dataset_rows(name: str) -> int:
+    """Rows of a bundled dataset (UsageError for an unknown name)."""
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
 def load_dataset(name: str) -> np.ndarray:
+    dataset_rows(name)
     from sklearn import datasets
     from sklearn.preprocessing import StandardScaler
 
@@ -43,6 +56,8 @@ def run_demo(dataset: str = "wine", n_components: int = 3, seed: int = 0) -> lis
     from .formats.sklearn import from_sklearn
 
     x = load_dataset(dataset)
+    if not 1 <= n_components <= x.shape[0]:
+        raise UsageError(f"n_components must be within 1..{x.shape[0]} (the rows of {dataset}), got {n_components}")
     rows = []
     for ct in ("full", "tied", "diag", "spherical"):
         gmm = GaussianMixture(n_components=n_components, covariance_type=ct, random_state=seed).fit(x)

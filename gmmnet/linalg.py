@@ -302,3 +302,130 @@ def check_representable(mixture, dtype: str = "float32") -> None:
         logterm = log_normalizer(c.eigenvalues, c.n_features, c.residual_variance) + c.log_constant
         if not abs(logterm) <= hi:
             raise InvalidModelError(f"component {k}: its log-normalizer {logterm:.3g} overflows {dtype}{hint}")
+
+
+# ---------------------------------------------------------------------------
+# Calibration: EM over a mixture whose principal directions are held fixed (docs/recovery.md,
+# "Calibrated recovery").  Pure numpy on arrays; gmmnet.recover.calibrate wraps it for the IR.
+
+
+def fixed_direction_log_joint(x: np.ndarray, means, directions, variances, residuals, weights) -> np.ndarray:
+    """log π_k + log N(x; μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)), shape (n, K).
+
+    ``directions[k]`` is V_k, orthonormal rows (r_k, d), or None for the coordinate axes (an
+    axis-aligned component); ``residuals[k]`` is σ_k² (None when r_k = d).  Never builds a d×d
+    matrix: the complement's squared distance is ‖x − μ‖² − ‖V (x − μ)‖².
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    out = np.empty((n, len(means)))
+    for k, (mu, v, lam, s2, w) in enumerate(zip(means, directions, variances, residuals, weights)):
+        diff = x - mu
+        z = diff if v is None else diff @ v.T
+        d2 = np.einsum("ij,ij->i", z / lam, z)
+        logdet = float(np.sum(np.log(lam)))
+        if s2 is not None and v is not None:
+            rest = np.maximum(np.einsum("ij,ij->i", diff, diff) - np.einsum("ij,ij->i", z, z), 0.0)
+            d2 = d2 + rest / s2
+            logdet += (d - v.shape[0]) * float(np.log(s2))
+        with np.errstate(divide="ignore"):
+            out[:, k] = np.log(w) - 0.5 * (d2 + logdet + d * LOG_2PI)
+    return out
+
+
+def fixed_direction_em(x: np.ndarray, means, directions, variances, residuals, weights, *,
+                       max_iter: int = 200, tol: float = 1e-6, reg: float = 1e-6) -> dict:
+    """Maximum-likelihood mixture over ``x`` with every component's principal directions held fixed.
+
+    Component k is N(μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)) with V_k fixed (None: the
+    coordinate axes, as for a diagonal covariance).  EM
+    re-estimates the weights π_k, the means μ_k, the variances λ_k along the directions and
+    the isotropic residual σ_k² of the d − r_k directions V_k lacks.  Every M-step is closed
+    form (the directions are orthonormal, so the Gaussian factorizes along them):
+
+    - N_k = Σ_n r_nk + 10ε (as scikit-learn, so that an empty component stays defined), π_k = N_k / n
+    - μ_k = Σ_n r_nk x_n / N_k
+    - λ_ki = Σ_n r_nk (v_iᵀ(x_n − μ_k))² / N_k + reg
+    - σ_k² = Σ_n r_nk (‖x_n − μ_k‖² − ‖V_k(x_n − μ_k)‖²) / (N_k (d − r_k)) + reg
+
+    ``reg`` is added to every variance, like scikit-learn's ``reg_covar``.  Iterates until the
+    mean log-likelihood per row gains less than ``tol`` (nats) or ``max_iter`` steps.
+
+    Returns a dict: ``means``, ``variances``, ``residuals``, ``weights`` (the fitted
+    parameters), ``responsibilities`` (n, K) and ``log_likelihood`` (mean per row) of the fitted
+    parameters, ``history`` (mean log-likelihood before each M-step), ``n_iter``, ``converged``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n, d = x.shape
+    if n < 2:
+        raise InvalidModelError("calibration needs at least 2 rows")
+    means = [np.asarray(m, dtype=np.float64).copy() for m in means]
+    directions = [None if v is None else np.asarray(v, dtype=np.float64) for v in directions]
+    variances = [np.asarray(v, dtype=np.float64).copy() for v in variances]
+    residuals = [None if s is None or v is None or v.shape[0] == d else float(s) for s, v in zip(residuals, directions)]
+    weights = np.asarray(weights, dtype=np.float64).copy()
+    history: list[float] = []
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        lj = fixed_direction_log_joint(x, means, directions, variances, residuals, weights)
+        ll = logsumexp(lj, axis=1)
+        history.append(float(np.mean(ll)))
+        if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+            converged = True
+            n_iter -= 1  # the parameters of the previous M-step already met the tolerance
+            break
+        resp = np.exp(lj - ll[:, None])
+        nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
+        weights = nk / nk.sum()
+        for k, v in enumerate(directions):
+            r = resp[:, k]
+            mu = (r @ x) / nk[k]
+            diff = x - mu
+            z = diff if v is None else diff @ v.T
+            means[k] = mu
+            variances[k] = (r @ (z * z)) / nk[k] + reg
+            if residuals[k] is not None:
+                rest = np.maximum(np.einsum("ij,ij->i", diff, diff) - np.einsum("ij,ij->i", z, z), 0.0)
+                residuals[k] = float(r @ rest) / (nk[k] * (d - v.shape[0])) + reg
+    lj = fixed_direction_log_joint(x, means, directions, variances, residuals, weights)
+    ll = logsumexp(lj, axis=1)
+    return {
+        "means": means, "variances": variances, "residuals": residuals, "weights": weights,
+        "responsibilities": np.exp(lj - ll[:, None]), "log_likelihood": float(np.mean(ll)),
+        "history": history, "n_iter": n_iter, "converged": converged,
+    }
+
+
+def gaussian_kl(mean0, vecs0, vals0, res0, mean1, vecs1, vals1, res1) -> float:
+    """KL(N0 ‖ N1) in nats, closed form, for Gaussians in the IR's (μ, V, λ, σ²) form.
+
+    Builds d×d matrices (the caller checks the size).
+    """
+    d = np.asarray(mean0).size
+    cov0 = covariance(vecs0, vals0, res0)
+    prec1 = (vecs1.T / vals1) @ vecs1
+    logdet1 = float(np.sum(np.log(vals1)))
+    if res1 is not None:
+        prec1 = prec1 + (np.eye(d) - vecs1.T @ vecs1) / res1
+        logdet1 += (d - vals1.size) * float(np.log(res1))
+    logdet0 = float(np.sum(np.log(vals0))) + (0.0 if res0 is None else (d - vals0.size) * float(np.log(res0)))
+    diff = np.asarray(mean1, float) - np.asarray(mean0, float)
+    return 0.5 * float(np.sum(prec1 * cov0) + diff @ prec1 @ diff - d + logdet1 - logdet0)
+
+
+def direction_angles(directions: np.ndarray, covariance_matrix: np.ndarray) -> np.ndarray:
+    """Angle (degrees) from each row of ``directions`` to its matched eigenvector of ``covariance_matrix``.
+
+    The eigenvectors are matched one-to-one to the directions so as to maximize the summed
+    |cosine| (Hungarian algorithm).  Eigenvectors of nearly equal eigenvalues are not
+    determined, so their angles can be large for a covariance that barely differs.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    _, u = np.linalg.eigh((covariance_matrix + covariance_matrix.T) / 2.0)
+    cos = np.abs(np.asarray(directions, float) @ u)
+    rows, cols = linear_sum_assignment(-cos)
+    out = np.empty(cos.shape[0])
+    out[rows] = np.degrees(np.arccos(np.clip(cos[rows, cols], 0.0, 1.0)))
+    return out

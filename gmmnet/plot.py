@@ -22,6 +22,13 @@ Four kinds of panel, each drawn from the IR:
 ``kind="auto"`` puts side by side the ellipses (or the images when ``image_shape`` is given), the
 spectrum, and the diagnostics when the mixture has them.
 
+Weight shows as strength: a component's lines are fainter the lighter it is (opacity
+0.25 + 0.75·√(π/π_max)), and components lighter than :data:`NEGLIGIBLE_WEIGHT` × the heaviest
+(the surplus components a BayesianGaussianMixture switches off) are not drawn; the title says
+how many were left out.  Components with identical spectra (every component of a ``tied``
+mixture) share one spectrum line.  Titles wrap to their panel, and labels are placed so that no
+two texts overlap and none leaves the figure.
+
 matplotlib is imported lazily (``pip install 'gmmnet[plot]'``) and only through its
 object-oriented API with the Agg canvas: no pyplot, no global backend change.
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,6 +71,10 @@ MAX_IMAGE_ROWS = 10
 MAX_IMAGE_NEURONS = 7
 #: Size of one panel in inches.
 PANEL_SIZE = (5.0, 4.5)
+#: Components lighter than this fraction of the heaviest component are not drawn.
+NEGLIGIBLE_WEIGHT = 1e-3
+#: Largest canvas, in pixels per side (Agg's limit is 2**16).
+MAX_PIXELS = 32768
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
 
@@ -161,6 +173,34 @@ def _color(k: int) -> str:
     return _COLORS[k % len(_COLORS)]
 
 
+def _shown(mixture: Mixture) -> tuple[list[int], dict[int, float]]:
+    """(components drawn, their opacity): negligible weights are left out, lighter ones fainter."""
+    w = np.asarray(mixture.weights, dtype=np.float64)
+    top = float(w.max()) if w.size and w.max() > 0 else 1.0
+    keep = [k for k in range(w.size) if w[k] >= NEGLIGIBLE_WEIGHT * top]
+    return keep, {k: 0.25 + 0.75 * math.sqrt(w[k] / top) for k in keep}
+
+
+def _left_out(mixture: Mixture, keep: list[int]) -> str:
+    n = mixture.n_components - len(keep)
+    if not n:
+        return ""
+    return f"; {n} component{'s' if n > 1 else ''} below {NEGLIGIBLE_WEIGHT:g}× the top weight not drawn"
+
+
+def _ranges(ks: Sequence[int]) -> str:
+    """[0, 1, 2, 5] → '0–2, 5'."""
+    out, ks = [], sorted(ks)
+    i = 0
+    while i < len(ks):
+        j = i
+        while j + 1 < len(ks) and ks[j + 1] == ks[j] + 1:
+            j += 1
+        out.append(str(ks[i]) if j == i else f"{ks[i]}–{ks[j]}" if j > i + 1 else f"{ks[i]}, {ks[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
 # ---------------------------------------------------------------------------
 # geometry (float64, no matplotlib)
 
@@ -249,25 +289,28 @@ def _draw_ellipses(fig, mixture: Mixture, data: np.ndarray | None, title: str | 
         _draw_1d(ax, mixture, data)
         return
     origin, P = projection(mixture, data)
+    keep, alpha = _shown(mixture)
     if data is not None:
         labels = np.argmax(linalg.log_joint(mixture, data), axis=1)
         pts = (data - origin) @ P.T
         ax.scatter(pts[:, 0], pts[:, 1], s=6, c=[_color(k) for k in labels], alpha=0.35, linewidths=0)
     max_neurons = None if d == 2 else NEURONS_PER_COMPONENT
-    for k, c in enumerate(mixture.components):
-        col = _color(k)
+    for k in keep:
+        c = mixture.components[k]
+        col, a = _color(k), alpha[k]
         cov2 = P @ _component_covariance(c) @ P.T
         centre = P @ (c.mean - origin)
         wdt, hgt, ang = ellipse_axes(cov2)
         for s, ls in ((1, "-"), (2, "--")):
-            ax.add_patch(Ellipse(centre, s * wdt, s * hgt, angle=ang, fill=False, color=col, lw=1.5, ls=ls))
+            ax.add_patch(Ellipse(centre, s * wdt, s * hgt, angle=ang, fill=False, color=col, lw=1.5, ls=ls, alpha=a))
         for i, ctr, u, half, arrow in neuron_segments(c, origin, P, max_neurons):
-            a, b = ctr - half * u, ctr + half * u
-            ax.plot([a[0], b[0]], [a[1], b[1]], color=col, lw=0.9, alpha=0.8)
+            p0, p1 = ctr - half * u, ctr + half * u
+            ax.plot([p0[0], p1[0]], [p0[1], p1[1]], color=col, lw=0.9, alpha=0.8 * a)
             ax.annotate("", xy=ctr + arrow, xytext=ctr,
-                        arrowprops={"arrowstyle": "->", "color": col, "lw": 1.2})
-        ax.plot(*centre, marker="o", ms=4, color=col, mec="black", mew=0.5)
-        ax.text(centre[0], centre[1], f" {k}", color="black", fontsize=8, va="bottom")
+                        arrowprops={"arrowstyle": "->", "color": col, "lw": 1.2, "alpha": a})
+        ax.plot(*centre, marker="o", ms=4, color=col, mec="black", mew=0.5, alpha=a)
+        ax.annotate(str(k), xy=centre, xytext=(3, 3), textcoords="offset points", fontsize=8, color="black",
+                    gid="component-label")
         # make sure the 2σ ellipse is in view
         ext = 2 * math.sqrt(max(cov2[0, 0], 0)), 2 * math.sqrt(max(cov2[1, 1], 0))
         ax.update_datalim([centre - ext, centre + ext])
@@ -276,11 +319,12 @@ def _draw_ellipses(fig, mixture: Mixture, data: np.ndarray | None, title: str | 
     if d == 2:
         ax.set_xlabel("x0")
         ax.set_ylabel("x1")
-    else:
-        ax.set_xlabel("principal axis 1")
-        ax.set_ylabel("principal axis 2")
-    plane = "" if d == 2 else f" (top-2 principal plane of {'data' if data is not None else 'the mixture'}, d={d})"
-    ax.set_title(title or f"{mixture.n_components} components: 1σ/2σ, neurons{plane}", fontsize=9)
+    else:  # the view plane: top-2 principal directions of the data (or of the mixture)
+        of = "data" if data is not None else "mixture"
+        ax.set_xlabel(f"{of} principal axis 1 (of {d} features)")
+        ax.set_ylabel(f"{of} principal axis 2")
+    ax.set_title((title or f"{mixture.n_components} components: 1σ/2σ ellipses, neurons") + _left_out(mixture, keep),
+                 fontsize=9)
 
 
 def _draw_1d(ax, mixture: Mixture, data: np.ndarray | None) -> None:
@@ -306,7 +350,8 @@ def _draw_images(fig, mixture: Mixture, shape: tuple[int, int]) -> None:
     d = mixture.n_features
     if h * w != d:
         raise UsageError(f"image shape {h}x{w} has {h * w} pixels but the model has {d} features")
-    order = np.argsort(-mixture.weights, kind="stable")[:MAX_IMAGE_ROWS]
+    keep, _ = _shown(mixture)
+    order = sorted(keep, key=lambda k: -mixture.components[k].weight)[:MAX_IMAGE_ROWS]
     n_cols = 1 + min(MAX_IMAGE_NEURONS, max(c.rank for c in mixture.components))
     axes = fig.subplots(len(order), n_cols, squeeze=False)
     for row, k in enumerate(order):
@@ -314,7 +359,8 @@ def _draw_images(fig, mixture: Mixture, shape: tuple[int, int]) -> None:
         W, _ = linalg.neurons(c.mean, c.eigenvectors, c.eigenvalues)
         top = np.argsort(-c.eigenvalues, kind="stable")[: n_cols - 1]
         axes[row, 0].imshow(c.mean.reshape(h, w), cmap="gray_r")
-        axes[row, 0].set_ylabel(f"{k}: π={c.weight:.2f}", fontsize=7)
+        # horizontal, to the left of the row: rotated labels of short rows run into each other
+        axes[row, 0].set_ylabel(f"{k}: π={c.weight:.2f}", fontsize=7, rotation=0, ha="right", va="center")
         for col in range(1, n_cols):
             ax = axes[row, col]
             if col - 1 < top.size:
@@ -322,7 +368,7 @@ def _draw_images(fig, mixture: Mixture, shape: tuple[int, int]) -> None:
                 lim = float(np.max(np.abs(img))) or 1.0
                 ax.imshow(img, cmap="RdBu_r", vmin=-lim, vmax=lim)
                 if row == 0:
-                    ax.set_title(f"neuron {col - 1}", fontsize=7)
+                    ax.set_title(f"w{col - 1}", fontsize=7)
         if row == 0:
             axes[0, 0].set_title("mean", fontsize=7)
     for ax in axes.flat:
@@ -330,7 +376,25 @@ def _draw_images(fig, mixture: Mixture, shape: tuple[int, int]) -> None:
         ax.set_yticks([])
         for s in ax.spines.values():
             s.set_visible(False)
-    fig.suptitle("component means and neuron weights (largest variance first)", fontsize=9)
+    fig.suptitle("component means (row: component k, weight π) and neuron weights w0, w1, … "
+                 "(largest variance first; red +, blue −)" + _left_out(mixture, keep), fontsize=9, gid="wrap")
+
+
+def _spectrum_groups(mixture: Mixture, keep: list[int]) -> list[list[int]]:
+    """Components whose spectra are identical (all of a tied mixture), as groups drawn once."""
+    groups: list[list[int]] = []
+    spectra: list[np.ndarray] = []
+    for k in keep:
+        c = mixture.components[k]
+        lam = np.concatenate([np.sort(c.eigenvalues)[::-1], [c.residual_variance or 0.0]])
+        for g, ref in zip(groups, spectra):
+            if ref.shape == lam.shape and np.allclose(ref, lam, rtol=1e-9, atol=0):
+                g.append(k)
+                break
+        else:
+            groups.append([k])
+            spectra.append(lam)
+    return groups
 
 
 def _draw_spectrum(fig, doc: Mixture | Hierarchy) -> None:
@@ -339,19 +403,24 @@ def _draw_spectrum(fig, doc: Mixture | Hierarchy) -> None:
     levels = _levels(doc)
     axes = fig.subplots(1, len(levels), squeeze=False)[0]
     for li, (ax, m) in enumerate(zip(axes, levels)):
-        for k, c in enumerate(m.components):
+        keep, alpha = _shown(m)
+        groups = _spectrum_groups(m, keep)
+        for g in groups:
+            c, k = m.components[g[0]], g[0]
             lam = np.sort(c.eigenvalues)[::-1]
+            label = _ranges(g) if len(g) > 1 else str(k)
             ax.semilogy(np.arange(1, lam.size + 1), lam, marker="o", ms=2.5, lw=1, color=_color(k),
-                        label=f"{k}" if k < 10 else None)
+                        alpha=max(alpha[j] for j in g), label=label if len(groups) <= 10 else None)
             if c.residual_variance is not None:
-                ax.axhline(c.residual_variance, color=_color(k), ls=":", lw=0.8)
+                ax.axhline(c.residual_variance, color=_color(k), ls=":", lw=0.8, alpha=max(alpha[j] for j in g))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("neuron (principal direction)")
         if li == 0:
             ax.set_ylabel("eigenvalue λ (variance)")
         where = f"level {li}: " if len(levels) > 1 else ""
-        ax.set_title(f"{where}eigenvalue spectrum", fontsize=9)
-        if m.n_components <= 10:
+        shared = " (identical for all components)" if len(groups) == 1 and len(keep) > 1 else ""
+        ax.set_title(f"{where}eigenvalue spectrum{shared}{_left_out(m, keep)}", fontsize=9)
+        if len(groups) <= 10:
             ax.legend(title="component", fontsize=6, title_fontsize=6)
 
 
@@ -387,10 +456,16 @@ def _draw_diagnostics(fig, diagnostics: dict) -> None:
         ax.scatter(np.arange(len(comps)), th, marker="_", s=200, color="black", zorder=3)
         ax.set_title(label, fontsize=7)
         ax.tick_params(labelsize=7)
-    axes[-1].set_xticks(np.arange(len(comps)))
-    axes[-1].set_xticklabels([str(i) for i in idx], fontsize=7)
-    axes[-1].set_xlabel("component (red: low confidence; black mark: threshold)")
-    fig.suptitle("recovery diagnostics", fontsize=9)
+    if len(comps) <= 20:
+        axes[-1].set_xticks(np.arange(len(comps)))
+        axes[-1].set_xticklabels([str(i) for i in idx], fontsize=7)
+    else:  # let matplotlib thin the ticks out; positions are the component indices
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: str(idx[int(v)]) if 0 <= v < len(idx) else ""))
+    axes[-1].set_xlabel("component (red: low confidence; black mark: threshold)", fontsize=8)
+    fig.suptitle("recovery diagnostics", fontsize=9, gid="wrap")
 
 
 # ---------------------------------------------------------------------------
@@ -432,6 +507,8 @@ def figure(model: Any, *, data: np.ndarray | None = None, kind: str = "auto",
     shape = parse_image_shape(image_shape)
     if kind == "images" and shape is None:
         raise UsageError("kind 'images' needs an image shape, e.g. --image-shape 8x8")
+    if size is not None:
+        _check_canvas(size, dpi)
     Figure = _matplotlib()
     raw_data = None if data is None else np.asarray(data, dtype=np.float64)
     doc, report = as_document(model, data=raw_data)
@@ -443,23 +520,105 @@ def figure(model: Any, *, data: np.ndarray | None = None, kind: str = "auto",
     panels = _panels(doc, kind, shape, diagnostics)
     if size is None:
         size = (PANEL_SIZE[0] * len(panels), PANEL_SIZE[1])
-    w_in, h_in = (float(s) for s in size)
-    if not (0 < w_in <= 100 and 0 < h_in <= 100) or not 10 <= dpi <= 1000:
-        raise UsageError(f"figure size must be within (0, 100] inches and dpi within [10, 1000], got {size} at {dpi}")
+    w_in, h_in = _check_canvas(size, dpi)
     fig = Figure(figsize=(w_in, h_in), dpi=dpi, layout="constrained")
     subs = [fig] if len(panels) == 1 else list(fig.subfigures(1, len(panels)))
-    for sub, panel in zip(subs, panels):
-        if panel == "ellipses":
-            _draw_ellipses(sub, base, x, title if len(panels) == 1 else None)
-        elif panel == "images":
-            _draw_images(sub, base, shape)
-        elif panel == "spectrum":
-            _draw_spectrum(sub, doc)
-        else:
-            _draw_diagnostics(sub, diagnostics)
-    if title and len(panels) > 1:
-        fig.suptitle(title)
+    with warnings.catch_warnings():  # matplotlib's layout notes (e.g. a panel too small to lay out) are noise here
+        warnings.simplefilter("ignore", UserWarning)
+        for sub, panel in zip(subs, panels):
+            if panel == "ellipses":
+                _draw_ellipses(sub, base, x, title if len(panels) == 1 else None)
+            elif panel == "images":
+                _draw_images(sub, base, shape)
+            elif panel == "spectrum":
+                _draw_spectrum(sub, doc)
+            else:
+                _draw_diagnostics(sub, diagnostics)
+        if title and len(panels) > 1:
+            fig.suptitle(title, gid="wrap")
+        _tidy(fig)
     return fig
+
+
+def _check_canvas(size, dpi: float) -> tuple[float, float]:
+    """(width, height) in inches, refused before any drawing when out of range or too many pixels."""
+    try:
+        w_in, h_in = (float(v) for v in size)
+    except (TypeError, ValueError):
+        raise UsageError(f"figure size must be two numbers (inches), got {size!r}") from None
+    if not (0 < w_in <= 100 and 0 < h_in <= 100) or not 10 <= dpi <= 1000:
+        raise UsageError(f"figure size must be within (0, 100] inches and dpi within [10, 1000], got {size} at {dpi}")
+    w_px, h_px = round(w_in * dpi), round(h_in * dpi)
+    if max(w_px, h_px) > MAX_PIXELS:
+        raise UsageError(f"a {w_in:g}x{h_in:g} inch figure at {dpi:g} dpi is {w_px}x{h_px} pixels; "
+                         f"at most {MAX_PIXELS} per side: lower --size or --dpi")
+    from .limits import check_bytes
+
+    check_bytes(4.0 * w_px * h_px, f"a {w_px}x{h_px} pixel canvas")
+    return w_in, h_in
+
+
+#: Where a component's label may sit next to its mean (offset points), tried in order.
+_LABEL_OFFSETS = ((3, 3), (3, -11), (-11, 3), (-11, -11), (3, 14), (3, -22), (-22, 3), (14, 3), (-11, 14), (14, -11))
+
+
+def _tidy(fig) -> None:
+    """Fit the texts to the figure: wrap titles and axis labels that are wider than their panel
+    (and shrink them when a word alone is too wide), then move each component label to the
+    first place next to its mean where it overlaps no other label."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    FigureCanvasAgg(fig)
+    for _ in range(8):
+        fig.draw_without_rendering()  # runs the constrained layout
+        renderer = fig.canvas.get_renderer()
+        # (text, the box it must fit): axis titles and labels their axes, suptitles their (sub)figure
+        texts = [(t, ax.get_window_extent(renderer)) for ax in fig.get_axes() for t in (ax.title, ax.xaxis.label)]
+        texts += [(ax.yaxis.label, ax.get_window_extent(renderer)) for ax in fig.get_axes()
+                  if ax.yaxis.label.get_rotation() == 90]
+        texts += [(t, t.figure.bbox) for t in fig.findobj(lambda a: isinstance(a, Text) and a.get_gid() == "wrap")]
+        changed = False
+        for t, holder in texts:
+            text = t.get_text()
+            if not text.strip() or not t.get_visible():
+                continue
+            box = t.get_window_extent(renderer)
+            vertical = t.get_rotation() == 90
+            room = holder.height if vertical else holder.width
+            used = box.height if vertical else box.width
+            if used <= 0.98 * room:
+                continue
+            flat = " ".join(text.split())
+            width = max(8, int(max(len(line) for line in text.splitlines()) * room / used * 0.9))
+            wrapped = textwrap.fill(flat, width, break_on_hyphens=False)
+            if wrapped != text:
+                t.set_text(wrapped)
+            elif t.get_fontsize() > 5:
+                t.set_fontsize(t.get_fontsize() - 1)
+            else:
+                continue
+            changed = True
+        if not changed:
+            break
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.get_axes():
+        labels = [t for t in ax.texts if t.get_gid() == "component-label"]
+        inside = ax.get_window_extent(renderer)
+        placed: list = []
+        for t in labels:
+            for offset in _LABEL_OFFSETS:
+                t.xyann = offset
+                box = t.get_window_extent(renderer)
+                if all(not box.overlaps(p) for p in placed) and inside.contains(box.x0, box.y0) \
+                        and inside.contains(box.x1, box.y1):
+                    break
+            else:
+                t.xyann = _LABEL_OFFSETS[0]
+                box = t.get_window_extent(renderer)
+            placed.append(box)
 
 
 def save_figure(fig, path: str | os.PathLike, *, force: bool = False, inputs: Sequence = ()) -> None:
@@ -472,7 +631,9 @@ def save_figure(fig, path: str | os.PathLike, *, force: bool = False, inputs: Se
     fmt = FORMATS[suffix]
     # svg/pdf embed a creation date unless told not to: keep output reproducible
     meta = {"Date": None} if fmt in ("svg", "pdf") else {"Software": None}
-    io.atomic_write(path, lambda f: fig.savefig(f, format=fmt, metadata=meta), force=force, inputs=inputs)
+    with warnings.catch_warnings():  # matplotlib's layout notes are noise next to gmmnet's own messages
+        warnings.simplefilter("ignore", UserWarning)
+        io.atomic_write(path, lambda f: fig.savefig(f, format=fmt, metadata=meta), force=force, inputs=inputs)
 
 
 def plot_file(model_path: str | os.PathLike, output: str | os.PathLike, *, data_path: str | os.PathLike | None = None,

@@ -94,6 +94,8 @@ class Scorer:
     outputs : sequence of str, optional
         Outputs to compute (default: all graph outputs, in graph order).
 
+    Notes
+    -----
     The session runs with one intra-op thread (see the module doc); :meth:`__call__` is
     thread-safe, so several chunks may be scored at once from different threads.
     """

@@ -28,10 +28,10 @@ def random_mixture(rng, k: int, d: int, covariance_type: str = "full", scale: fl
                 cov = (vecs * vals) @ vecs.T
                 shared = linalg.basis_from_covariance(cov)
             vecs_rows, vals = shared
-        elif covariance_type == "diag":
-            vecs_rows, vals = np.eye(d), scale**2 * np.exp(rng.uniform(0, np.log(cond), d))
+        elif covariance_type == "diag":  # axis-aligned: no eigenvectors stored (IR 1.1)
+            vecs_rows, vals = None, scale**2 * np.exp(rng.uniform(0, np.log(cond), d))
         else:
-            vecs_rows, vals = np.eye(d), np.full(d, scale**2 * np.exp(rng.uniform(0, np.log(cond))))
+            vecs_rows, vals = None, np.full(d, scale**2 * np.exp(rng.uniform(0, np.log(cond))))
         comps.append(Component(mean=means[j], eigenvectors=vecs_rows, eigenvalues=vals, weight=float(weights[j])))
     return Mixture(n_features=d, covariance_type=covariance_type, components=comps)
 
@@ -43,7 +43,7 @@ def sample(rng, mixture: Mixture, n: int) -> np.ndarray:
     for i, lab in enumerate(labels):
         c = mixture.components[lab]
         z = rng.standard_normal(c.rank) * np.sqrt(c.eigenvalues)
-        out[i] = c.mean + z @ c.eigenvectors
+        out[i] = c.mean + (z if c.axis_aligned else z @ c.eigenvectors)
     return out
 
 

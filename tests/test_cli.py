@@ -24,7 +24,7 @@ from sklearn.mixture import GaussianMixture
 
 from gmmnet import cli, errors
 from gmmnet import io as gio
-from gmmnet.formats.onnx import run
+from gmmnet.formats.onnx import run, to_onnx
 from gmmnet.formats.sklearn import from_sklearn
 from gmmnet.ir import Mixture, json_schema
 
@@ -189,7 +189,7 @@ def _cases(files: Path, fitted):
         (errors.InvalidModelError, ["to-onnx", files / "zero.json"]),
         (errors.DataError, ["to-gmm", files / "m.onnx", "-o", files / "d.json", "--data", files / "x2.npy"]),
         (errors.OutputExistsError, ["to-onnx", files / "gm.json", "-o", files / "m.onnx"]),
-        (errors.OutputExistsError, ["to-onnx", files / "gm.json", "-o", files / "gm.json", "--force"]),
+        (errors.OutputExistsError, ["to-onnx", files / "m.onnx", "-o", files / "m.onnx", "--force"]),
         (errors.OutputFileError, ["to-onnx", files / "gm.json", "-o", files / "no" / "such" / "m.onnx"]),
         (errors.ResourceLimitError, ["--max-memory", "16", "to-gmm", files / "m.onnx", "-o", files / "r.json",
                                      "--data", files / "x2.npy"]),
@@ -231,10 +231,12 @@ def test_base_error_internal_error_interrupt_and_debug(capsys, files, monkeypatc
 
 
 def test_argparse_errors_are_usage_errors(capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["to-onnx"])
-    assert exc.value.code == errors.UsageError.exit_code
-    assert call(capsys)[0] == errors.UsageError.exit_code  # no command: help, exit 2
+    code, out, err = call(capsys, "to-onnx")
+    assert code == errors.UsageError.exit_code and out == ""
+    assert err == "gmmnet: error: the following arguments are required: model; see gmmnet to-onnx --help\n"
+    code, _, err = call(capsys)  # no command
+    assert code == errors.UsageError.exit_code
+    assert err.startswith("gmmnet: error: no command given; choose from demo, ") and err.endswith("see gmmnet --help\n")
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +254,7 @@ def test_force_overwrites_and_symlinked_input_is_refused(capsys, files):
     code, _, err = call(capsys, "to-onnx", files / "gm.json", "-o", files / "alias.onnx", "--force")
     assert code == errors.OutputExistsError.exit_code and "input file" in err
     assert gio.load_ir(files / "gm.json").n_components == 3  # untouched
-    code, _, err = call(capsys, "to-onnx", files / "gm.json", "-o", files / "sub" / ".." / "gm.json", "--force")
+    code, _, err = call(capsys, "to-onnx", files / "gm.onnx", "-o", files / "sub" / ".." / "gm.onnx", "--force")
     assert code in (errors.OutputExistsError.exit_code, errors.OutputFileError.exit_code)
 
 
@@ -438,3 +440,347 @@ def test_to_onnx_paper_variants(capsys, tmp_path, fitted):
 
     plain = run(to_onnx(from_sklearn(est), dtype="float64", outputs=("distances",)), x)["distances"]
     np.testing.assert_allclose(got, np.exp(-plain**2), rtol=1e-10, atol=1e-300)
+
+
+# ---------------------------------------------------------------------------
+# strict arguments (issue 17, "Command line")
+
+
+def _parsers():
+    parser = cli.build_parser()
+    return {"gmmnet": parser, **cli._subparsers(parser)}
+
+
+def test_no_parser_guesses_abbreviations():
+    assert all(p.allow_abbrev is False for p in _parsers().values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["to-onnx", "gm.json", "--dty", "float64"], "unrecognized option --dty (did you mean --dtype?); see gmmnet to-onnx --help"),
+    (["to-onnx", "gm.json", "--dty=float64"], "unrecognized option --dty (did you mean --dtype?); see gmmnet to-onnx --help"),
+    (["to-onx", "gm.json"], "unknown command 'to-onx' (did you mean to-onnx?); see gmmnet --help"),
+    (["to-onnx", "gm.json", "--dtype", "float16"],
+     "argument --dtype: invalid choice: 'float16' (did you mean float64?); choose from float32, float64; "
+     "see gmmnet to-onnx --help"),
+    (["--dbug", "schema"], "unrecognized option --dbug (did you mean --debug?); see gmmnet schema --help"),
+    (["inspect", "gm.json", "other.json"], "unexpected argument 'other.json'; see gmmnet inspect --help"),
+    (["plot", "gm.json"], "the following arguments are required: -o/--output; see gmmnet plot --help"),
+    (["to-gmm", "m.onnx", "--wide", "--json"], "argument --json: not allowed with argument --wide; see gmmnet to-gmm --help"),
+])
+def test_usage_errors_are_one_line_with_a_did_you_mean(capsys, files, monkeypatch, argv, message):
+    monkeypatch.chdir(files)
+    code, out, err = call(capsys, *argv)
+    assert code == errors.UsageError.exit_code and out == ""
+    assert err == f"gmmnet: error: {message}\n"
+    assert not (files / "gm.onnx").exists()  # --dty was not taken for --dtype: nothing ran
+
+
+@pytest.mark.parametrize("argv, allowed", [
+    (["to-onnx", "missing.pkl", "-o", "out.txt"], ".onnx"),
+    (["to-gmm", "missing.onnx", "-o", "out.onnx"], ".json, .skops, .pkl, .pickle or .joblib"),
+    (["fit", "missing.npy", "--levels", "2", "-o", "out.json"], ".skops, .pkl, .pickle or .joblib"),
+    (["plot", "missing.json", "-o", "out.jpg"], ".png, .svg or .pdf"),
+    (["score", "missing.onnx", "missing.npy", "-o", "out.txt"], ".npy, .npz or .csv"),
+    (["schema", "-o", "out.yaml"], ".json"),
+])
+def test_output_suffix_is_checked_before_any_work(capsys, tmp_path, monkeypatch, argv, allowed):
+    """The inputs do not exist: the suffix error (exit 2) comes first, so it is checked before loading."""
+    monkeypatch.chdir(tmp_path)
+    out = argv[argv.index("-o") + 1]
+    code, _, err = call(capsys, *argv)
+    assert code == errors.UsageError.exit_code
+    assert err == f"gmmnet: error: {out}: unknown output suffix {Path(out).suffix!r}; use {allowed}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--components", "0"], "--components must be within 1..178 (the wine data has 178 rows), got 0"),
+    (["demo", "--components", "200"], "--components must be within 1..178 (the wine data has 178 rows), got 200"),
+    (["demo", "--dataset", "iris", "--components", "151"], "--components must be within 1..150 (the iris data has 150 rows)"),
+    (["demo", "--seed", "-1"], "--seed must be within 0..4294967295, got -1"),
+    (["fit", "x.npy", "--levels", "2", "-o", "f.skops", "--max-iter", "0"], "--max-iter must be >= 1, got 0"),
+    (["fit", "x.npy", "--levels", "2", "-o", "f.skops", "--reg-covar=-1e-6"], "--reg-covar must be >= 0.0"),
+])
+def test_argument_ranges_are_one_line_usage_errors(capsys, files, monkeypatch, argv, message):
+    monkeypatch.chdir(files)
+    code, _, err = call(capsys, *argv)
+    assert code == errors.UsageError.exit_code, err
+    assert err.startswith(f"gmmnet: error: {message}") and err.count("\n") == 1 and "internal error" not in err
+
+
+def test_fit_rank_is_checked_against_each_level_input(capsys, tmp_path):
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    np.save(tmp_path / "x4.npy", x)
+    code, _, err = call(capsys, "fit", tmp_path / "x4.npy", "--levels", "3:full:r=9", "-o", tmp_path / "a.skops")
+    assert code == errors.UsageError.exit_code and not (tmp_path / "a.skops").exists()
+    assert err == ("gmmnet: error: --levels 3:full:r=9: level 0 keeps r=9 directions per component but its input has "
+                   "only 4 features (the data's features); use r <= 4\n")
+    # level 1's input is level 0's neurons: 2 components x r=2
+    code, _, err = call(capsys, "fit", tmp_path / "x4.npy", "--levels", "2:full:r=2,2:diag:r=5", "-o", tmp_path / "b.skops")
+    assert code == errors.UsageError.exit_code and "level 1 keeps r=5" in err and "use r <= 4" in err
+    code, out, err = call(capsys, "fit", tmp_path / "x4.npy", "--levels", "2:full:r=2,2:diag:r=4", "--seed", "0",
+                          "-o", tmp_path / "c.skops")
+    assert code == 0, err
+    assert out.startswith(f"wrote {tmp_path / 'c.skops'}: HierarchicalGaussianMixture")
+
+
+def test_fit_on_data_with_nan_names_the_rows(capsys, tmp_path):
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    x[[2, 6]] = np.nan
+    x[9, 1] = np.inf
+    np.save(tmp_path / "bad.npy", x)
+    code, _, err = call(capsys, "fit", tmp_path / "bad.npy", "--levels", "2", "-o", tmp_path / "m.skops")
+    assert code == errors.DataError.exit_code and not (tmp_path / "m.skops").exists()
+    assert err == (f"gmmnet: error: {tmp_path / 'bad.npy'}: 3 rows hold NaN or infinity (rows 3, 7, 10, counting "
+                   "from 1); fit needs finite numbers: drop or impute those rows\n")
+
+
+def _headless(path: Path, fitted):
+    """A network of 9 neurons on 3 features with no mixture head: its grouping cannot be read."""
+    model = to_onnx(from_sklearn(fitted[0]), outputs=("distances",), dtype="float64")
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("command", ["to-onnx", "inspect", "plot", "to-gmm"])
+def test_a_network_without_grouping_gets_the_next_step_of_each_command(capsys, files, fitted, command):
+    _headless(files / "headless.onnx", fitted)
+    argv = [command, files / "headless.onnx"] + (["-o", files / "h.png"] if command == "plot" else [])
+    code, _, err = call(capsys, *argv)
+    assert code == errors.UsageError.exit_code and err.count("\n") == 1
+    assert err.startswith(f"gmmnet: error: {files / 'headless.onnx'}: cannot tell which of the 9 neurons belong together; ")
+    if command == "to-gmm":
+        assert "pass --groups SIZE" in err
+    else:  # these commands have no --groups: the next step is to-gmm's
+        assert f"run gmmnet to-gmm {files / 'headless.onnx'} --groups SIZE" in err
+        assert "pass groups" not in err
+    if command == "to-onnx":
+        assert err.endswith("first, then gmmnet to-onnx headless.json\n")
+
+
+# ---------------------------------------------------------------------------
+# to-gmm's table: compact by default, --wide, --json (issue 17)
+
+
+@pytest.fixture
+def network(files, capsys):
+    assert cli.main(["to-onnx", str(files / "gm.json"), "-o", str(files / "n.onnx"), "--dtype", "float64"]) == 0
+    capsys.readouterr()
+    return files / "n.onnx"
+
+
+class _Terminal:
+    """A stand-in for a terminal: a text stream that says it is a tty."""
+
+    def __init__(self):
+        import io
+
+        self.buffer = io.StringIO()
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def text(self) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.buffer.getvalue())
+
+
+def test_to_gmm_default_table_is_compact(capsys, files, network):
+    code, out, err = call(capsys, "to-gmm", network, "--data", files / "x.npy")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"wrote {files / 'n.json'}: 3 components over 3 features"
+    assert lines[1].split() == ["component", "neurons", "R²", "hyperplane", "σ", "whitening", "err", "status"]
+    assert [ln.split()[-1] for ln in lines[3:6]] == ["exact"] * 3
+    assert max(map(len, lines[1:])) <= 80 and "\x1b" not in out  # plain text when stdout is not a terminal
+    assert "--wide" in lines[-1]
+
+
+def _drifted(network: Path, path: Path) -> Path:
+    """The network with component 1's neurons scaled by 2 and 0.5, as if training had moved them."""
+    import onnx.numpy_helper as nh
+
+    model = onnx.load(str(network))
+    for init in model.graph.initializer:
+        arr = nh.to_array(init)
+        if arr.shape == (9, 3):  # 3 components x 3 neurons, 3 features
+            init.CopyFrom(nh.from_array(arr * np.array([1, 1, 1, 2, 0.5, 1, 1, 1, 1.0])[:, None], init.name))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    return path
+
+
+def test_to_gmm_tables_on_a_terminal_and_json(capsys, files, network, monkeypatch):
+    drifted = _drifted(network, files / "drifted.onnx")
+    data = files / "x.npy"
+    # the compact table fits an 80-column terminal: the long reasons fold, the numbers stay whole
+    term = _Terminal()
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "stdout", term)
+    assert cli.main(["to-gmm", str(drifted), "--data", str(data), "-o", str(files / "t.json")]) == 0
+    monkeypatch.undo()
+    text = term.text()
+    assert "LOW CONFIDENCE" in text and max(len(ln) for ln in text.splitlines()[1:]) <= 80
+    code, plain, _ = call(capsys, "to-gmm", drifted, "--data", data, "-o", files / "p.json")
+    low = next(ln for ln in plain.splitlines() if "LOW CONFIDENCE" in ln)  # off a terminal: one line per row
+    assert low.startswith("1 ") and len(low) > 80
+    # --wide: every key of the report, one line per component even on a terminal
+    code, out, _ = call(capsys, "to-gmm", network, "--data", data, "--wide", "-o", files / "w.json")
+    header = out.splitlines()[1].split()
+    assert header[0] == "component" and {"whitening_allowance", "faithfulness_r2_min", "low_confidence"} <= set(header)
+    assert len(out.splitlines()) == 1 + 2 + 3  # wrote, header, rule, three components
+    # --json: stdout is the report alone; the status line goes to stderr
+    code, out, err = call(capsys, "to-gmm", network, "--data", data, "--json", "-o", files / "j.json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["exact"] is True and len(report["components"]) == 3
+    assert err.startswith(f"wrote {files / 'j.json'}")
+
+
+def test_tables_are_plain_text_off_a_terminal_and_styled_on_one(capsys, files, monkeypatch):
+    code, out, _ = call(capsys, "inspect", files / "gm.json")
+    assert code == 0 and "\x1b" not in out
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stdout", term)
+    assert cli.main(["inspect", str(files / "gm.json")]) == 0
+    monkeypatch.undo()
+    assert "\x1b[1m" in term.buffer.getvalue()  # the header is bold on a terminal
+    assert term.text().splitlines()[3:6] == out.splitlines()[3:6]  # same rows
+    # the string form, for callers that print a table themselves
+    assert cli._table([["a", "1.5"], ["bb", "22"]], ["mixture", "ll"]) == (
+        "mixture   ll\n-------- ---\na        1.5\nbb        22")
+
+
+def test_fit_progress_plain_off_a_terminal_and_a_bar_on_one(capsys, files, monkeypatch):
+    code, _, err = call(capsys, "fit", files / "x.npy", "--levels", "2:full,2:diag", "--seed", "0",
+                        "-o", files / "h.skops")
+    assert code == 0
+    lines = err.splitlines()
+    assert lines[0] == "gmmnet fit: level 1/2: 2 full components on 3 features ..."
+    assert lines[1].startswith("gmmnet fit: level 1/2: 2 full components on 3 features done in ")
+    assert len(lines) == 4 and "\x1b" not in err
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert cli.main(["fit", str(files / "x.npy"), "--levels", "2:full,2:diag", "--seed", "0", "-o",
+                     str(files / "h2.skops")]) == 0
+    monkeypatch.undo()
+    text = term.text()
+    assert "level 2/2: 2 diag components on 6 features done in" in text
+    assert "gmmnet fit: level 1/2: 2 full components on 3 features ...\n" not in text  # the bar, not the log lines
+
+
+def test_import_cli_stays_light():
+    """`gmmnet --help` imports no heavy library: they load when a command needs them."""
+    code = ("import sys, gmmnet.cli; heavy = ('rich', 'onnx', 'onnxruntime', 'sklearn', 'matplotlib', 'torch', 'scipy'); "
+            "print([m for m in heavy if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------
+# errors: one line on stderr naming the file (issue 13, item 10)
+
+
+def _error_cases(files: Path, fitted):
+    gm, x = fitted
+    nan_means = GaussianMixture(3, random_state=0)
+    for a in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_", "converged_",
+              "n_iter_", "lower_bound_", "n_features_in_"):
+        setattr(nan_means, a, getattr(gm, a))
+    nan_means.means_ = gm.means_.copy()
+    nan_means.means_[1, 2] = np.nan
+    joblib.dump(nan_means, files / "nanmean.joblib")
+    bad = x.copy()
+    bad[4] = np.nan
+    np.save(files / "nan.npy", bad)
+    graph = helper.make_graph([helper.make_node("Mystery", ["X"], ["Y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              str(files / "noload.onnx"))
+    _ir_with_zero_eigenvalue(files / "zero.json", fitted)
+    assert cli.main(["to-onnx", str(files / "gm.json"), "-o", str(files / "m.onnx"), "--dtype", "float64"]) == 0
+    return [
+        ("nanmean.joblib", ["to-onnx", files / "nanmean.joblib"]),
+        ("nanmean.joblib", ["plot", files / "nanmean.joblib", "-o", files / "p.png"]),
+        ("nan.npy", ["to-gmm", files / "m.onnx", "--data", files / "nan.npy", "-o", files / "b.json"]),
+        ("nan.npy", ["fit", files / "nan.npy", "--levels", "2", "-o", files / "f.skops"]),
+        ("noload.onnx", ["score", files / "noload.onnx", files / "x.npy", "-o", files / "s.npy"]),
+        ("noload.onnx", ["inspect", files / "noload.onnx"]),
+        ("zero.json", ["to-onnx", files / "zero.json"]),
+    ]
+
+
+def test_every_error_is_one_line_naming_its_file(capfd, files, fitted):
+    """capfd sees the process's file descriptors: onnxruntime's own log lines would show here too."""
+    for name, argv in _error_cases(files, fitted):
+        capfd.readouterr()
+        code = cli.main([str(a) for a in argv])
+        out, err = capfd.readouterr()
+        assert code not in (0, 1), (argv, err)
+        assert err.count("\n") == 1 and err.startswith("gmmnet: error: ") and name in err, (argv, err)
+        assert "Warning" not in err and "internal error" not in err
+
+
+def test_warnings_of_a_successful_command_are_one_line_each(capfd, tmp_path):
+    np.save(tmp_path / "r.npy", np.random.default_rng(0).normal(size=(200, 5)))
+    code = cli.main(["fit", str(tmp_path / "r.npy"), "--levels", "3", "--max-iter", "1", "--seed", "0",
+                     "-o", str(tmp_path / "one.skops")])
+    _, err = capfd.readouterr()
+    assert code == 0
+    warning = [ln for ln in err.splitlines() if not ln.startswith("gmmnet fit: ")]
+    assert len(warning) == 1 and warning[0].startswith("gmmnet: warning: ") and "did not converge" in warning[0]
+
+
+def test_every_option_in_help_is_in_the_docs():
+    """docs/cli.md and --help agree: each option a command's --help prints is in that command's section
+    of docs/cli.md, and the generated reference page is today's --help (docs/gen_cli.py)."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import gen_cli
+    finally:
+        sys.path.pop(0)
+    text = DOCS.read_text()
+    assert (ROOT / "docs" / "reference" / "cli.md").read_text() == gen_cli.render(), "run python docs/gen_cli.py"
+    for name, parser in _parsers().items():
+        shown = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", parser.format_help())) - {"-h", "--help"}
+        section = text if name == "gmmnet" else text.split(f"## `gmmnet {name}`", 1)[1].split("\n## ", 1)[0]
+        if name == "gmmnet":
+            section = text.split("## A walk-through", 1)[0] + text.split("## Common behaviour", 1)[1]
+        missing = sorted(o for o in shown if f"`{o}" not in section and f" {o}" not in section)
+        assert not missing, f"docs/cli.md does not mention {missing} of gmmnet {name}"
+
+
+def test_api_page_lists_exactly_the_public_api():
+    import gmmnet
+
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    table = page.split("<!-- public-api:start -->", 1)[1].split("<!-- public-api:end -->", 1)[0]
+    listed = re.findall(r"^\| `gmmnet\.(\w+)` \|", table, flags=re.M)
+    assert sorted(listed) == sorted(gmmnet.__all__) and len(listed) == len(set(listed))
+    for name in gmmnet.__all__:
+        obj = getattr(gmmnet, name)
+        if callable(obj) and not isinstance(obj, type):
+            assert "Parameters" in (obj.__doc__ or "") or name == "to_onnx", f"gmmnet.{name} needs a numpydoc docstring"
+
+
+def test_top_level_round_trip(fitted):
+    import gmmnet
+    from gmmnet.hierarchy import HierarchicalGaussianMixture
+
+    gm, x = fitted
+    model = gmmnet.to_onnx(gmmnet.from_sklearn(gm), dtype="float64")
+    out = gmmnet.run(model, x, outputs=["log_likelihood"])
+    np.testing.assert_allclose(out["log_likelihood"], gm.score_samples(x), rtol=1e-10)
+    back, report = gmmnet.from_onnx(model.SerializeToString())
+    assert report["exact"] and isinstance(back, gmmnet.Mixture)
+    np.testing.assert_allclose(gmmnet.to_sklearn(back).score_samples(x), gm.score_samples(x), rtol=1e-8)
+    h = HierarchicalGaussianMixture("3:full,2:diag", random_state=0).fit(x)
+    deep, _ = gmmnet.from_onnx(gmmnet.to_onnx(h.to_ir(), dtype="float64"))  # a deep network: a Hierarchy again
+    assert isinstance(deep, gmmnet.Hierarchy)
+    np.testing.assert_allclose(gmmnet.to_sklearn(deep).score_samples(x), h.score_samples(x), rtol=1e-8)

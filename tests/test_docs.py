@@ -126,10 +126,15 @@ def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
+    # not -q: the log is the evidence (strict mode aborts on a warning, and -q would hide which one)
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
                            "-d", str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True, env=env,
                           timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    warnings_ = [line for line in log.splitlines() if re.match(r"\s*(WARNING|ERROR)\b", line)]
+    assert proc.returncode == 0 and not warnings_, (f"mkdocs build --strict: exit {proc.returncode}, warnings:\n"
+                                                    + "\n".join(warnings_) + "\n--- log:\n" + log[-6000:])
+    assert "Documentation built" in log, log[-6000:]
     site = tmp_path / "site"
     api = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
     for name in ("from_onnx", "to_onnx", "HierarchicalGaussianMixture", "plot_file", "atomic_write"):

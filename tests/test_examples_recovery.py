@@ -1,7 +1,11 @@
-"""Smoke runs of the two recovery studies (examples/recovery_*.py) in their --quick mode.
+"""The recovery study (examples/recovery_study.py) in its --quick mode: what it finds, asserted.
 
-The full runs regenerate the tables and figures of docs/recovery.md; here each runs a tiny
-configuration and the outcomes the docs rely on are asserted.
+The full run writes the generated section of docs/results.md; the quick run (d = 2 and 10, one
+seed, 300 steps; breast_cancer classifiers, 60 epochs) must find the same things on a small scale:
+with data the low-confidence flag agrees with KL(true ‖ recovered) ≥ 0.1 on every run, without
+data the density is reported unchecked and bad Abs layers pass every structural check, and
+calibration brings the recovered densities closer to the truth (regression) and to a fitted
+GaussianMixture (classifiers).
 """
 
 from __future__ import annotations
@@ -23,40 +27,71 @@ def _load(name: str):
 
 
 def test_kl_of_equal_gaussians_is_zero_and_positive_otherwise():
-    mod = _load("recovery_mahalanobis")
+    mod = _load("recovery_study")
     rng = np.random.default_rng(0)
-    mu, cov = mod.true_gaussian(rng, 4)
+    mu, vecs, lam = mod.true_gaussian(rng, 4)
+    assert lam.max() / lam.min() == pytest.approx(100.0)  # the study's condition number
+    cov = (vecs.T * lam) @ vecs
     assert abs(mod.kl_gauss(mu, cov, mu, cov)) < 1e-12
-    # closed form for a shifted mean: ½ Δᵀ Σ⁻¹ Δ
-    delta = np.array([1.0, 0, 0, 0])
-    np.testing.assert_allclose(mod.kl_gauss(mu, cov, mu + delta, cov), 0.5 * delta @ np.linalg.inv(cov) @ delta,
+    delta = np.array([1.0, 0, 0, 0])  # closed form for a shifted mean: ½ Δᵀ Σ⁻¹ Δ
+    np.testing.assert_allclose(mod.kl_gauss(mu, cov, mu + delta, cov), 0.5 * delta @ np.linalg.solve(cov, delta),
                                rtol=1e-10)
 
 
-@pytest.mark.torch
-def test_mahalanobis_study_quick(tmp_path, capsys):
+def test_docs_section_markers_and_rewrite(tmp_path):
+    mod = _load("recovery_study")
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert page.count(mod.MARK_START) == 1 and page.count(mod.MARK_END) == 1
+    doc = tmp_path / "r.md"
+    doc.write_text(f"before\n{mod.MARK_START}\nold\n{mod.MARK_END}\nafter\n")
+    mod.update_docs(doc, "new table")
+    assert doc.read_text() == f"before\n{mod.MARK_START}\n\nnew table\n\n{mod.MARK_END}\nafter\n"
+
+
+@pytest.fixture(scope="module")
+def quick():
     pytest.importorskip("torch")
-    out = tmp_path / "maha.png"
-    rows = _load("recovery_mahalanobis").main(["--quick", "--out", str(out)])
-    assert out.stat().st_size > 0
-    by_steps = {r["steps"]: r for r in rows}
-    untrained, trained = by_steps[0], by_steps[2000]
-    # the converged layer gives the Gaussian back and is not flagged; the untrained one is flagged
-    assert trained["loss"] < 1e-4 and trained["kl"] < 1e-2 and not trained["flagged"]
-    assert untrained["kl"] > 0.1 and untrained["flagged"]
-    assert "| d | steps |" in capsys.readouterr().out
+    return _load("recovery_study").main(["--quick"])
 
 
 @pytest.mark.torch
-def test_digits_study_quick(tmp_path):
-    pytest.importorskip("torch")
-    out = tmp_path / "digits.png"
-    res = _load("recovery_digits").main(["--quick", "--out", str(out)])
-    assert out.stat().st_size > 0
-    h = res["head"]
-    assert h["net_accuracy"] > 0.8
-    assert h["gmm_accuracy"] > 0.5  # the recovered components still sort the digits (chance: 0.1)
-    assert np.isfinite(h["test_loglik"]) and np.isfinite(res["sklearn_full"]["test_loglik"])
-    assert h["means"].shape == (10, 64) and h["prototypes"].shape == (10 * res["r"], 64)
-    assert 0 <= h["flagged"] <= 10
-    assert "test_loglik" in res["mlp"] or "error" in res["mlp"]
+def test_quick_regression_flag_agrees_with_kl(quick):
+    rows = quick["regression"]
+    assert len(rows) == 2 * 2 * 2  # d ∈ {2, 10} × {Abs, ReLU} × 2 checkpoints
+    for r in rows:
+        # with data: flagged exactly when the recovered Gaussian is far from the truth
+        assert r["flag_data"] == (r["kl"] >= 0.1), r
+        # without data: never a verdict on the density
+        assert r["density_check_nodata"] == "unchecked: no data"
+        # ... and the structure alone flags single ReLUs (shift unknown), never a full-rank Abs block
+        assert r["flag_nodata"] == (r["act"] == "relu")
+    conf = quick["confusion"]
+    assert conf["flag_data"]["passed_bad"] == 0 and conf["flag_data"]["flagged_good"] == 0
+    assert conf["flag_nodata"]["passed_bad"] >= 1  # a bad Abs layer that only data exposes
+
+
+@pytest.mark.torch
+def test_quick_calibration_moves_toward_the_truth(quick):
+    final = [r for r in quick["regression"] if r["steps"] == 300]
+    assert len(final) == 4
+    for r in final:
+        assert r["kl_calibrated"] < r["kl"], r
+
+
+@pytest.mark.torch
+def test_quick_classifiers_calibrated_closes_half_the_gap(quick):
+    rows = quick["classifiers"]
+    assert [(r["dataset"], r["act"]) for r in rows] == [("breast_cancer", "abs"), ("breast_cancer", "relu")]
+    for r in rows:
+        assert r["accuracy"] > 0.9
+        assert r["inverted"] < r["calibrated"] < r["gmm"]
+        assert r["closed"] >= 0.5
+        assert r["ranks"] == [30, 30]  # full-rank groups: no isotropic residual
+        assert r["flagged"] == 2  # discriminative neurons do not whiten their class
+
+
+@pytest.mark.torch
+def test_quick_report_prints_every_table(quick):
+    text = _load("recovery_study").report(quick)
+    for head in ("| d | network | test MSE", "| | KL ≥ 0.1 | KL < 0.1 |", "| dataset | first layer |"):
+        assert head in text

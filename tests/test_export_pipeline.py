@@ -30,6 +30,9 @@ from gmmnet.tolerances import tol
 
 COV_TYPES = ("full", "tied", "diag", "spherical")
 U64 = 2.0**-53
+#: (log-likelihood, responsibilities) rows of a graph behind an input transform, by dtype
+TOL = {"float32": (tol("pipeline_float32_ll"), tol("pipeline_float32_resp")),
+       "float64": (tol("pipeline_float64_ll"), tol("pipeline_float64_resp"))}
 
 
 # ---------------------------------------------------------------------------
@@ -125,8 +128,8 @@ def test_graph_outputs_are_the_pipelines(step, covariance_type):
         got = run(model, xin)
         e_ll = rel_err(got["log_likelihood"], pipe.score_samples(xr))
         e_resp = float(np.max(np.abs(got["responsibilities"] - pipe.predict_proba(xr))))
-        assert e_ll <= tol(f"pipeline_{dtype}_ll"), (dtype, e_ll)
-        assert e_resp <= tol(f"pipeline_{dtype}_resp"), (dtype, e_resp)
+        assert e_ll <= TOL[dtype][0], (dtype, e_ll)
+        assert e_resp <= TOL[dtype][1], (dtype, e_resp)
         assert _label_mismatches(pipe, xr, got["label"]) == 0
         assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == x.shape[1]  # raw features in
 
@@ -150,8 +153,8 @@ def test_centring_before_the_fold_keeps_float32_accurate():
             warnings.simplefilter("ignore")
             model = to_onnx(mix, compute="float32", centering=centering)
         errs[centering] = rel_err(run(model, xin)["log_likelihood"], ref)
-    assert errs["component"] <= tol("pipeline_float32_ll") < 1e-2 < errs["none"], errs
-    assert rel_err(run(to_onnx(mix), xin)["log_likelihood"], ref) <= tol("pipeline_float32_ll")  # the default
+    assert errs["component"] <= TOL["float32"][0] < 1e-2 < errs["none"], errs
+    assert rel_err(run(to_onnx(mix), xin)["log_likelihood"], ref) <= TOL["float32"][0]  # the default
 
 
 # ---------------------------------------------------------------------------
@@ -185,7 +188,7 @@ def test_diagonal_transforms_keep_the_axis_aligned_layouts():
     for dtype in ("float32", "float64"):
         model = to_onnx(mix, layout="quadratic", dtype=dtype)
         xr = x.astype(dtype).astype(np.float64)
-        assert rel_err(run(model, x.astype(dtype))["log_likelihood"], pipe.score_samples(xr)) <= tol(f"pipeline_{dtype}_ll")
+        assert rel_err(run(model, x.astype(dtype))["log_likelihood"], pipe.score_samples(xr)) <= TOL[dtype][0]
     _, behind_pca = fitted("pca", "diag")
     with pytest.raises(UsageError, match="diagonal input transform"):
         to_onnx(behind_pca, layout="quadratic")
@@ -216,10 +219,10 @@ def test_hierarchy_behind_a_transform(levels):
             zr = xr @ matrix.T + offset
             got = run(to_onnx(ir, dtype=dtype, activation=activation, outputs=("log_likelihood", "responsibilities",
                                                                                  "level0_responsibilities")), xin)
-            assert rel_err(got["log_likelihood"], hz.score_samples(zr)) <= tol(f"pipeline_{dtype}_ll")
-            assert np.max(np.abs(got["responsibilities"] - hz.predict_proba(zr))) <= tol(f"pipeline_{dtype}_resp")
+            assert rel_err(got["log_likelihood"], hz.score_samples(zr)) <= TOL[dtype][0]
+            assert np.max(np.abs(got["responsibilities"] - hz.predict_proba(zr))) <= TOL[dtype][1]
             assert np.max(np.abs(got["level0_responsibilities"] - linalg.responsibilities(hz.levels_[0], zr))) <= \
-                tol(f"pipeline_{dtype}_resp")
+                TOL[dtype][1]
 
 
 def _rotate(mix, rot):
@@ -254,7 +257,7 @@ def test_classifier_behind_a_transform():
     got = run(model, x.astype(np.float32))
     xr = x.astype(np.float32).astype(np.float64)
     assert np.array_equal(got["label"], pipe.predict(xr))
-    assert np.max(np.abs(got["probabilities"] - pipe.predict_proba(xr))) <= tol("pipeline_float32_resp")
+    assert np.max(np.abs(got["probabilities"] - pipe.predict_proba(xr))) <= TOL["float32"][1]
 
 
 # ---------------------------------------------------------------------------
@@ -289,9 +292,9 @@ def test_random_affine_maps(k, extra, K, covariance_type, log_cond, log_scale, l
         zr = t.apply(xin.astype(np.float64))
         got = run(to_onnx(folded, dtype=dtype), xin)
         slack = 50 * U64 * cond if dtype == "float64" else 0.0
-        assert rel_err(got["log_likelihood"], linalg.log_likelihood(mix, zr)) <= tol(f"pipeline_{dtype}_ll") + slack
+        assert rel_err(got["log_likelihood"], linalg.log_likelihood(mix, zr)) <= TOL[dtype][0] + slack
         assert np.max(np.abs(got["responsibilities"] - linalg.responsibilities(mix, zr))) <= \
-            tol(f"pipeline_{dtype}_resp") + slack
+            TOL[dtype][1] + slack
 
 
 def test_metadata_transform_round_trips_as_json():

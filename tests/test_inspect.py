@@ -134,12 +134,41 @@ def test_hierarchy_estimator_and_ir(files, capsys):
     assert "level 0: 2 components" in out and "level 1: 3 components, 4 features" in out
 
 
-def test_float32_precision_warning(files, capsys):
+def test_float32_precision_warning(files, capsys, tmp_path):
+    """Warnings describe the graph as built (its own compute mode and predicted error), or for a
+    model file the graph to-onnx would write by default (issue 13, item 7)."""
+    from gmmnet.tolerances import tol
+
     d, _, _ = files
+    bad = io.load_ir(d / "bad.json")
+    # a model file: what to-onnx's default (float32, compute auto) would give: float64 inside, no warning
     s, err = inspect_json(d / "bad.json", capsys=capsys)
-    est = s["precision"]["float32_error_estimate"]
-    assert est > 1e-4
-    assert "--dtype float64" in s["precision"]["warning"] and "--dtype float64" in err
+    assert s["precision"]["float32_error_estimate"] > 1e-4  # pure float32 arithmetic would be far off...
+    default = s["precision"]["to_onnx_default"]
+    assert default["compute"] == "float64" and default["log_likelihood"] < tol("float32_ll")
+    assert s["precision"]["warning"] is None and err == ""
+    # ...and the float32 graph to-onnx writes by default computes in float64 inside: no warning either
+    io.save_onnx(gmmnet.to_onnx(bad), tmp_path / "auto.onnx")
+    s, err = inspect_json(tmp_path / "auto.onnx", capsys=capsys)
+    assert s["precision"]["graph"]["compute"] == "float64" and s["graph"]["dtype"] == "float32"
+    assert s["precision"]["graph"]["log_likelihood"] < tol("float32_ll")
+    assert s["precision"]["warning"] is None and err == ""
+    # a graph built to compute in float32 predicts its own miss: one warning line, quoting the prediction
+    model = gmmnet.to_onnx(bad, compute="float32", centering="component")
+    io.save_onnx(model, tmp_path / "f32.onnx")
+    meta = {p.key: p.value for p in model.metadata_props}
+    s, err = inspect_json(tmp_path / "f32.onnx", capsys=capsys)
+    predicted = float(meta["predicted_error_log_likelihood"])
+    assert s["precision"]["graph"] == pytest.approx({
+        "dtype": "float32", "compute": "float32", "layout": "neurons", "basis": "predicted",
+        "log_likelihood": predicted, "responsibilities": float(meta["predicted_error_responsibilities"])})
+    assert f"{predicted:.1e}" in s["precision"]["warning"] and err.count("\n") == 1
+    assert err.startswith("gmmnet: warning: this graph (dtype float32, compute float32) is predicted to miss")
+    # the same graph without gmmnet's metadata: only the mixture's pure-float32 estimate is known
+    del model.metadata_props[:]
+    io.save_onnx(model, tmp_path / "bare.onnx")
+    s, err = inspect_json(tmp_path / "bare.onnx", capsys=capsys)
+    assert s["precision"]["graph"] is None and "does not say how it computes" in s["precision"]["warning"]
     # a float64 graph of the same mixture: the estimate is reported, but nothing to warn about
     s64, err64 = inspect_json(d / "bad64.onnx", capsys=capsys)
     assert s64["precision"]["float32_error_estimate"] > 1e-4

@@ -207,7 +207,7 @@ def test_raw_data(name, bayesian, covariance_type, dtype, activation):
         assert label_mismatches(linalg.log_joint(mix, x.astype(np.float64)), out["label"]) == 0
         return
     assert e_ll <= TOL_RAW["float32"], e_ll
-    assert e_resp <= tol("float32_raw_resp"), e_resp
+    assert e_resp <= tol("float32_resp"), e_resp
     sk_ll, _ = skl2onnx_errors(name, bayesian, covariance_type, "linalg")
     assert e_ll <= sk_ll, f"log_likelihood error {e_ll:.3e} is worse than skl2onnx's {sk_ll:.3e}"
     assert label_mismatches(linalg.log_joint(mix, x.astype(np.float64)), out["label"]) == 0

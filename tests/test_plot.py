@@ -192,7 +192,8 @@ def test_svg_output_is_well_formed_with_the_stated_size(files):
 @pytest.mark.parametrize("name", ["h.pkl", "h.onnx"])
 def test_hierarchy_spectrum_has_one_panel_per_level(files, name):
     fig = plot.figure(io.load_model(files / name), kind="spectrum")
-    assert [ax.get_title() for ax in fig.axes] == ["level 0: eigenvalue spectrum", "level 1: eigenvalue spectrum"]
+    titles = [" ".join(ax.get_title().split()) for ax in fig.axes]  # titles wrap to their panel
+    assert titles == ["level 0: eigenvalue spectrum", "level 1: eigenvalue spectrum"]
 
 
 def test_one_dimensional_mixture_plots(tmp_path):
@@ -230,7 +231,7 @@ def test_existing_output_needs_force_and_bad_suffix_is_refused(files, capsys):
     assert run_cli("plot", files / "g2.skops", "-o", out) == 9
     assert out.read_bytes() == b"keep"
     assert run_cli("plot", files / "g2.skops", "-o", files / "fig.jpg") == 2
-    assert "unknown figure suffix '.jpg'" in capsys.readouterr().err
+    assert "fig.jpg: unknown output suffix '.jpg'; use .png, .svg or .pdf" in capsys.readouterr().err
     assert not [p for p in os.listdir(files) if p.endswith(".tmp")]  # atomic writes leave nothing behind
 
 
@@ -252,3 +253,126 @@ def test_import_gmmnet_plot_does_not_import_matplotlib():
 
     code = "import sys, gmmnet.plot, gmmnet.cli; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------
+# legibility: no two texts overlap, none leaves the canvas (issue 17, "Pictures")
+
+
+def drawn_texts(fig) -> list:
+    """(text, window extent) of every text matplotlib draws when the figure is rendered."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    FigureCanvasAgg(fig)
+    drawn, original = [], Text.draw
+
+    def spy(self, renderer):
+        if self.get_visible() and self.get_text().strip():
+            drawn.append(self)
+        return original(self, renderer)
+
+    Text.draw = spy  # Annotation.draw and tick labels go through Text.draw too
+    try:
+        fig.canvas.draw()
+    finally:
+        Text.draw = original
+    renderer = fig.canvas.get_renderer()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in drawn]
+
+
+def assert_legible(fig) -> int:
+    texts = drawn_texts(fig)
+    canvas = fig.bbox
+    for text, box in texts:  # half a pixel of slack for rounding
+        assert box.x0 >= canvas.x0 - 0.5 and box.y0 >= canvas.y0 - 0.5, f"{text!r} leaves the canvas: {box}"
+        assert box.x1 <= canvas.x1 + 0.5 and box.y1 <= canvas.y1 + 0.5, f"{text!r} leaves the canvas: {box}"
+    for i, (a, box_a) in enumerate(texts):
+        for b, box_b in texts[i + 1:]:
+            dx = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            dy = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            assert dx <= 0.5 or dy <= 0.5, f"{a!r} and {b!r} overlap"
+    return len(texts)
+
+
+def _blobs3(seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(300, 2)) @ np.array([[2.0, 0.6], [0.0, 0.5]])
+    b = rng.normal(size=(200, 2)) @ np.array([[0.5, 0.0], [0.4, 1.2]]) + [5.0, 3.0]
+    c = rng.normal(size=(200, 2)) * 0.6 + [-1.0, 4.0]
+    return np.vstack([a, b, c])
+
+
+def _figure_cases():
+    from sklearn.datasets import load_digits, load_wine
+
+    wine, digits, x2 = load_wine().data, load_digits().data[:600], _blobs3()
+    rng = np.random.default_rng(0)  # a narrow and a wide component about one mean: their labels must move apart
+    close = np.vstack([rng.normal(size=(300, 2)) * 0.3, rng.normal(size=(300, 2)) * 3, rng.normal(size=(200, 2)) + 8])
+    return {
+        "ellipses 2-D": lambda: plot.figure(GaussianMixture(3, random_state=0).fit(close), data=close, kind="ellipses"),
+        "ellipses 13-D": lambda: plot.figure(GaussianMixture(4, random_state=0).fit(wine), data=wine, kind="ellipses"),
+        "images": lambda: plot.figure(GaussianMixture(6, reg_covar=0.1, random_state=0).fit(digits), kind="images",
+                                      image_shape="8x8"),
+        "spectrum full": lambda: plot.figure(GaussianMixture(10, reg_covar=0.1, random_state=0).fit(digits),
+                                             kind="spectrum"),
+        "spectrum tied": lambda: plot.figure(GaussianMixture(4, covariance_type="tied", random_state=0).fit(wine),
+                                             kind="spectrum"),
+        "spectrum diag": lambda: plot.figure(GaussianMixture(5, covariance_type="diag", random_state=0).fit(wine),
+                                             kind="spectrum"),
+        "hierarchy": lambda: plot.figure(HierarchicalGaussianMixture("3:full,4:diag", random_state=0).fit(wine),
+                                         data=wine),
+        "small auto": lambda: plot.figure(GaussianMixture(4, random_state=0).fit(wine), data=wine, size=(4, 3)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_figure_cases()))
+def test_figures_have_no_overlapping_or_clipped_text(case):
+    fig = _figure_cases()[case]()
+    assert assert_legible(fig) >= 5
+
+
+def test_diagnostics_figure_is_legible(files):
+    data = np.load(files / "x2.npy")
+    fig = plot.figure(io.load_model(files / "trained.onnx"), data=data, kind="auto")
+    assert len(fig.subfigs) == 3
+    assert assert_legible(fig) >= 10
+
+
+def test_tied_spectrum_is_one_line_for_all_components():
+    from sklearn.datasets import load_wine
+
+    gm = GaussianMixture(4, covariance_type="tied", random_state=0).fit(load_wine().data)
+    ax = plot.figure(gm, kind="spectrum").axes[0]
+    assert len(ax.get_lines()) == 1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0–3"]
+    assert "identical for all components" in ax.get_title()
+
+
+def test_light_components_are_faded_and_negligible_ones_left_out():
+    x = _blobs3()
+    bgm = BayesianGaussianMixture(n_components=8, weight_concentration_prior=1e-3, random_state=0, max_iter=500).fit(x)
+    w = bgm.weights_
+    top = w.max()
+    drawn = [k for k in range(8) if w[k] >= plot.NEGLIGIBLE_WEIGHT * top]
+    assert 0 < len(drawn) < 8  # the fit switched components off
+    fig = plot.figure(bgm, data=x, kind="ellipses")
+    ax = fig.axes[0]
+    labels = sorted(int(t.get_text()) for t in ax.texts if t.get_gid() == "component-label")
+    assert labels == drawn
+    assert f"{8 - len(drawn)} components below {plot.NEGLIGIBLE_WEIGHT:g}× the top weight not drawn" in " ".join(
+        ax.get_title().split())
+    alphas = {}
+    for p in ax.patches:  # 1σ and 2σ ellipses, coloured by component
+        alphas.setdefault(p.get_edgecolor()[:3], set()).add(round(p.get_alpha(), 6))
+    expected = {round(0.25 + 0.75 * np.sqrt(w[k] / top), 6) for k in drawn}
+    assert {a for s in alphas.values() for a in s} == expected
+    assert min(expected) < 0.5 and max(expected) == 1.0  # the lightest drawn component is visibly fainter
+
+
+def test_a_canvas_too_large_is_refused_before_drawing(files, capsys):
+    out = files / "huge.png"
+    assert run_cli("plot", files / "g2.skops", "-o", out, "--size", "100x100", "--dpi", "1000") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "100000x100000 pixels" in err and "at most" in err
+    assert not out.exists()

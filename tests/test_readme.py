@@ -36,3 +36,24 @@ def test_demo_runs_and_reports_within_tolerance():
     assert "all configurations within tolerance" in out.stdout
     for ct in ("full", "tied", "diag", "spherical"):
         assert ct in out.stdout
+
+
+def test_getting_started_commands_run(tmp_path, monkeypatch, capsys):
+    """docs/getting-started.md's command-line section, from making data.npy to the plot, runs as written."""
+    import shlex
+
+    from gmmnet.cli import main
+
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    section = text.split("## From the command line", 1)[1].split("\n## ", 1)[0]
+    lines = [ln.split("  #", 1)[0].strip() for b in _bash_blocks(section) for ln in b.splitlines() if ln.strip()]
+    assert lines[0].startswith("python -c ") and "data.npy" in lines[0]
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = shlex.split(line)
+        if argv[0] == "python":
+            subprocess.run([sys.executable, *argv[1:]], check=True, timeout=120)
+        else:
+            assert argv[0] == "gmmnet" and main(argv[1:]) == 0, (line, capsys.readouterr().err)
+    assert {"data.npy", "gmm.skops", "gmm.onnx", "gmm64.onnx", "scores.npy", "back.json", "gmm.png"} <= {
+        p.name for p in tmp_path.iterdir()}

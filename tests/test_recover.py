@@ -45,6 +45,7 @@ def test_exact_blocks_without_data(separated):
     np.testing.assert_allclose(rec.weights, 1 / 3)  # no head, no data: uniform
     assert rep["exact"] and rep["low_confidence"] == []
     assert rep["components"][0]["faithfulness_r2"] is None  # nothing measured without data
+    assert rep["density_check"] == "unchecked: no data"  # and the report says so
 
 
 def test_head_constants_give_weights_and_identical_scores(rng):

@@ -41,6 +41,7 @@ import numpy as np
 from ... import linalg
 from ...errors import InvalidModelError, UnsupportedModelError, UsageError
 from ...ir import Hierarchy, Mixture
+from ...tolerances import tol
 from .fold import Fold, check_folded
 from .graph import Graph, gmmnet_version, make_model, rounder, set_metadata
 from .options import (ACTIVATIONS, CENTERINGS, COMPUTES, DEFAULT_OUTPUTS, DTYPES, LAYOUTS as LAYOUT_NAMES, MAX_OPSET,
@@ -68,11 +69,11 @@ __all__ = [
     "to_onnx",
 ]
 
-#: The issue's float32 targets on standardized data: log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
-LL_TARGET = 2e-6
-RESP_TARGET = 1e-6
+#: The float32 targets on standardized data (gmmnet.tolerances): log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
+LL_TARGET = tol("float32_ll")
+RESP_TARGET = tol("float32_resp")
 #: The float64-graph target (both outputs), used by the quadratic layout's warning.
-F64_TARGET = 1e-10
+F64_TARGET = tol("float64_ll")
 
 #: ``centering="auto"`` takes the cheapest of none, global, component whose estimated error
 #: (see :func:`float32_error_estimate`) is at most ``max(ABS_OK, RATIO_OK × estimate of
@@ -80,7 +81,7 @@ F64_TARGET = 1e-10
 ABS_OK = 1e-6
 RATIO_OK = 2.0
 #: A chosen layout whose estimate exceeds this warns with PrecisionWarning.
-WARN_ABOVE = 1e-4
+WARN_ABOVE = tol("float32_warn")
 #: "within a few σ": the estimate looks at points A standard deviations from a mean.
 _A = 3.0
 _UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
