@@ -17,7 +17,6 @@ EPILOG_EXIT_CODES = "exit codes:\n" + "\n".join(
     f"  {code:<3} {name}" for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1])
 ) + "\n  130 interrupted (Ctrl-C)\n  141 standard output closed early (e.g. piped into head)\n\nSee docs/cli.md for details."
 
-OUTPUT_CHOICES = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
 
 #: Output suffixes each command writes (checked by :func:`_check_output` before any work).
 MODEL_SUFFIXES = (".skops", ".pkl", ".pickle", ".joblib")
@@ -137,6 +136,23 @@ def _load_mixture(path: str, *, eigenvalue_floor: float | None = None, max_condi
     return linalg.regularize(doc, **floor)[0]
 
 
+def _export_options():
+    """The export options' choices and defaults (gmmnet.formats.onnx.options), for the to-onnx flags."""
+    from .formats.onnx import options
+
+    class _Choices:
+        ACTIVATIONS, DTYPES, OUTPUTS, CENTERINGS = options.ACTIVATIONS, options.DTYPES, options.OUTPUTS, options.CENTERINGS
+        COMPUTES, LAYOUTS, INTENSITIES, OUTPUT_NAMINGS = (options.COMPUTES, options.LAYOUTS, options.INTENSITIES,
+                                                          options.OUTPUT_NAMINGS)
+
+        @staticmethod
+        def default(name):
+            value = options.ExportOptions.model_fields[name].default
+            return list(value) if isinstance(value, tuple) else value
+
+    return _Choices
+
+
 def _default_output(path: str, suffix: str) -> str:
     return str(Path(path).with_suffix(suffix))
 
@@ -222,51 +238,26 @@ def _table(rows: list[list], header: list[str]) -> str:
 def cmd_to_onnx(args) -> int:
     _check_output(args.output, OUTPUT_SUFFIXES["to-onnx"])
     from . import io
-    from .formats.onnx import float32_error_estimate, to_onnx
-    from .linalg import check_representable
+    from .formats.onnx import to_onnx
+    from .formats.onnx.options import ExportOptions
+    from .tolerances import tol
 
     out = args.output or _default_output(args.model, ".onnx")
+    options = ExportOptions(**{name: getattr(args, name) for name in ExportOptions.model_fields})
     mixture = _load_mixture(args.model, eigenvalue_floor=args.eigenvalue_floor, max_condition=args.max_condition)
     floored = mixture.provenance.extra.get("eigenvalues_floored")
     if floored is not None:
         print(f"gmmnet: note: raised {floored} eigenvalue(s) to the requested floor", file=sys.stderr)
-    outputs = tuple(args.outputs) if args.outputs else ("label", "responsibilities", "log_likelihood")
-    if getattr(args, "level_outputs", False) and mixture.kind == "hierarchy":  # lets to-gmm give every level back
-        from .formats.onnx.deep import level_outputs
-
-        outputs += tuple(o for o in level_outputs(len(mixture.levels)) if o not in outputs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PrecisionWarning)
-        variant = {"compute": args.compute}  # both exporters take it (deep: auto, float32, float64)
-        if args.activation == "shifted_relu":
-            variant["delta"] = args.delta
-        if args.intensity:
-            variant.update(intensity=args.intensity, intensity_c=args.intensity_c)
-        if args.layout != "neurons":  # the quadratic layout is the single-mixture exporter's
-            if mixture.kind != "mixture" or args.activation == "shifted_relu" or args.intensity:
-                raise UsageError(f"--layout {args.layout} is for a single diag/spherical mixture, not with a hierarchy, "
-                                 "--activation shifted_relu or --intensity")
-            variant["layout"] = args.layout
-        model = to_onnx(
-            mixture, activation=args.activation, dtype=args.dtype, opset=args.opset, outputs=outputs, centering=args.centering,
-            **variant,
-        )
-    # never write a graph that would output NaN/inf: check the range of the arithmetic it does
-    computes64 = any(p.key == "compute" and p.value == "float64" for p in model.metadata_props)
-    check_representable(mixture, "float64" if args.dtype == "float64" or computes64 else "float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrecisionWarning)  # the plan carries them: printed below
+        model, plan = to_onnx(mixture, **options.model_dump(), return_plan=True)
     io.save_onnx(model, out, force=args.force, inputs=(args.model,))
-    levels = mixture.levels if mixture.kind == "hierarchy" else [mixture]
-    shape = " -> ".join(f"{m.n_components} components, {sum(c.rank for c in m.components)} neurons" for m in levels)
-    if args.layout == "quadratic":  # no neuron layer (but the distances branch's)
-        shape = f"{mixture.n_components} components, quadratic layout (float64 inside)"
-    print(f"wrote {out}: {shape}{f' ({len(levels)} levels)' if len(levels) > 1 else ''}, "
-          f"activation={args.activation}, dtype={args.dtype}, opset={args.opset}")
-    for w in caught:
-        print(f"gmmnet: warning: {w.message}", file=sys.stderr)
-    if args.dtype == "float32" and mixture.kind == "mixture" and not computes64:
-        est = float32_error_estimate(mixture, "component")
-        if est > 1e-4:
-            print(f"gmmnet: warning: float32 may lose ~{est:.1e} in log_likelihood; consider --dtype float64", file=sys.stderr)
+    print(f"wrote {out}: {plan.summary()}, activation={args.activation}, dtype={args.dtype}, opset={args.opset}")
+    for message in plan.warnings:
+        print(f"gmmnet: warning: {message}", file=sys.stderr)
+    if plan.float32_loss is not None and plan.float32_loss > tol("float32_warn"):
+        print(f"gmmnet: warning: float32 may lose ~{plan.float32_loss:.1e} in log_likelihood; consider --dtype float64",
+              file=sys.stderr)
     return 0
 
 
@@ -882,30 +873,36 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Linear→Abs per level (docs/hierarchy.md).")
     t.add_argument("model", help="fitted mixture: .pkl, .joblib, .skops (loaded safely) or IR .json")
     t.add_argument("-o", "--output", help="output .onnx (default: MODEL with .onnx)")
-    t.add_argument("--activation", choices=("abs", "relu", "shifted_relu"), default="abs",
+    _EO = _export_options()
+    t.add_argument("--activation", choices=_EO.ACTIVATIONS, default=_EO.default("activation"),
                    help="abs, or relu with exact paired neurons |z| = relu(z)+relu(−z) (default: abs); "
                         "shifted_relu is the paper's intensity network relu(−z+δ), approximate (docs/hierarchy.md)")
-    t.add_argument("--delta", type=float, default=3.0,
+    t.add_argument("--delta", type=float, default=_EO.default("delta"),
                    help="δ of --activation shifted_relu, in standard deviations (default: 3.0)")
-    t.add_argument("--intensity", choices=("gauss", "laplace", "triangle"),
+    t.add_argument("--intensity", choices=_EO.INTENSITIES, default=_EO.default("intensity"),
                    help="turn the distances output a into exp(−a²), exp(−a) or relu(c − a) (paper §4.3)")
-    t.add_argument("--intensity-c", type=float, default=3.0, help="c of --intensity triangle (default: 3.0)")
-    t.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="graph precision (default: float32)")
-    t.add_argument("--opset", type=int, default=17, help="ONNX opset, 13–21 (default: 17)")
-    t.add_argument("--outputs", nargs="+", choices=OUTPUT_CHOICES, metavar="NAME",
-                   help=f"outputs to include, any of {', '.join(OUTPUT_CHOICES)} "
+    t.add_argument("--intensity-c", type=float, default=_EO.default("intensity_c"),
+                   help="c of --intensity triangle (default: 3.0)")
+    t.add_argument("--dtype", choices=_EO.DTYPES, default=_EO.default("dtype"), help="graph precision (default: float32)")
+    t.add_argument("--opset", type=int, default=_EO.default("opset"), help="ONNX opset, 13–21 (default: 17)")
+    t.add_argument("--outputs", nargs="+", choices=_EO.OUTPUTS, metavar="NAME", default=_EO.default("outputs"),
+                   help=f"outputs to include, any of {', '.join(_EO.OUTPUTS)} "
                         "(default: label responsibilities log_likelihood)")
-    t.add_argument("--centering", choices=("auto", "none", "global", "component"), default="auto",
+    t.add_argument("--centering", choices=_EO.CENTERINGS, default=_EO.default("centering"),
                    help="how float32 graphs centre inputs before the product (default: auto, by conditioning)")
-    t.add_argument("--compute", choices=("auto", "float32", "mixed", "float64"), default="auto",
+    t.add_argument("--compute", choices=_EO.COMPUTES, default=_EO.default("compute"),
                    help="arithmetic inside a float32 graph (input and outputs stay float32): auto = float64 where "
                         "float32 would miss the accuracy targets, else float32 (default: auto)")
-    t.add_argument("--layout", choices=("neurons", "quadratic"), default="neurons",
+    t.add_argument("--layout", choices=_EO.LAYOUTS, default=_EO.default("layout"),
                    help="neurons: the Abs network (default); quadratic: diag/spherical mixtures only, D² as one "
                         "expanded product in float64 inside, the fast layout (docs/onnx-graph.md#layouts)")
-    t.add_argument("--level-outputs", action="store_true",
+    t.add_argument("--level-outputs", action="store_true", default=_EO.default("level_outputs"),
                    help="hierarchies: also output level{i}_responsibilities for every level, which carries the "
                         "lower levels' component weights so that to-gmm gives the whole hierarchy back exactly")
+    t.add_argument("--output-names", choices=_EO.OUTPUT_NAMINGS, default=_EO.default("output_names"),
+                   help="gmmnet (default), or skl2onnx: input X and outputs label (N, 1), probabilities and "
+                        "score_samples (N, 1), as skl2onnx names a GaussianMixture's, so that serving code "
+                        "written for skl2onnx runs unchanged")
     t.add_argument("--eigenvalue-floor", type=float, metavar="VAR",
                    help="raise every eigenvalue (variance) below VAR to VAR; changes the model, off by default")
     t.add_argument("--max-condition", type=float, metavar="C",

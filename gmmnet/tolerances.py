@@ -55,6 +55,20 @@ TOL: dict[str, Tolerance] = {
                               ("docs/onnx-graph.md", "docs/hierarchy.md", "docs/performance.md")),
     "float32_raw_ll": Tolerance(1e-5, "float32 graph (default compute) log_likelihood, relative (raw data)",
                                 ("docs/onnx-graph.md",)),
+    "float32_pure_raw_resp": Tolerance(1e-5, "float32 arithmetic (compute='float32') responsibilities, absolute "
+                                             "(raw data)", ("docs/onnx-graph.md",)),
+    # a mixture behind an input transform z = A x + c (a Pipeline's scalers, PCA), folded into the first
+    # layer: the graph on raw x against Pipeline.score_samples / predict_proba
+    "pipeline_float32_ll": Tolerance(1e-5, "float32 graph (default compute) of a mixture behind an input transform, "
+                                           "log_likelihood vs the Pipeline, relative (raw data)", ("docs/onnx-graph.md",)),
+    "pipeline_float32_resp": Tolerance(1e-6, "float32 graph (default compute) of a mixture behind an input "
+                                             "transform, responsibilities vs the Pipeline, absolute (raw data)",
+                                       ("docs/onnx-graph.md",)),
+    "pipeline_float64_ll": Tolerance(1e-9, "float64 graph of a mixture behind an input transform, log_likelihood vs "
+                                           "the Pipeline, relative (raw data)", ("docs/onnx-graph.md",)),
+    "pipeline_float64_resp": Tolerance(1e-9, "float64 graph of a mixture behind an input transform, "
+                                             "responsibilities vs the Pipeline, absolute (raw data)",
+                                       ("docs/onnx-graph.md",)),
     "float32_warn": Tolerance(1e-4, "float32_error_estimate above which to-onnx, inspect and to_onnx warn "
                                     "(PrecisionWarning)", ("docs/converting.md", "docs/plotting.md", "docs/cli.md")),
     "torch_float32": Tolerance(1e-5, "float32 torch module or pipeline step vs the float64 reference, relative "

@@ -15,11 +15,12 @@ from gmmnet.errors import UnsupportedModelError, UsageError
 from gmmnet.formats.onnx import deep, read_deep, run, to_onnx
 from gmmnet.hierarchy import HierarchicalGaussianMixture, fit_model
 from gmmnet.ir import Hierarchy, Mixture
+from gmmnet.tolerances import tol
 
 HGM = HierarchicalGaussianMixture
 #: (relative log-likelihood, responsibilities) tolerances of the exported graph against the estimator: the core
 #: issue's targets (float32 graphs use compute="auto", which computes in float64 where float32 would miss them)
-TOL = {"float64": (1e-10, 1e-10), "float32": (2e-6, 1e-6)}
+TOL = {dt: (tol(f"{dt}_ll"), tol(f"{dt}_resp")) for dt in ("float32", "float64")}  # (log-likelihood, responsibilities)
 ALL_OUT = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
 
 

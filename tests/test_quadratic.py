@@ -31,8 +31,9 @@ from gmmnet.formats.onnx.export import predicted_errors
 from gmmnet.formats.sklearn import from_sklearn
 from gmmnet.ir import Component, Mixture
 from gmmnet.formats.onnx.read import from_onnx
+from gmmnet.tolerances import tol
 
-TOL = {"float32": (2e-6, 1e-6), "float64": (1e-10, 1e-10)}  # (log-likelihood, responsibilities)
+TOL = {dt: (tol(f"{dt}_ll"), tol(f"{dt}_resp")) for dt in ("float32", "float64")}  # (log-likelihood, responsibilities)
 PARAM_RTOL = 1e-9
 STANDARDIZED = ("iris", "wine", "breast_cancer", "digits")
 RAW = ("breast_cancer_raw",)

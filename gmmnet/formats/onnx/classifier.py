@@ -1,6 +1,6 @@
 """GaussianMixtureClassifier → ONNX classifier with ``label`` and ``probabilities`` outputs.
 
-The graph is gmmnet's mixture network (:func:`gmmnet.formats.onnx.export.to_onnx`) over all
+The graph is gmmnet's mixture network (:mod:`gmmnet.formats.onnx.export`) over all
 classes' components (:meth:`gmmnet.pipeline.GaussianMixtureClassifier.to_mixture`, weights
 prior_c · π_{c,k}), asked for its ``responsibilities`` only, plus a class head:
 
@@ -11,19 +11,26 @@ prior_c · π_{c,k}), asked for its ``responsibilities`` only, plus a class head
   int64 for integer classes, a string tensor for string classes (float and bool classes keep
   their types as double / bool).
 
+The classifier is reached by duck typing (formats do not import the estimators): anything with
+``to_mixture()``, ``classes_`` and ``class_of_component_`` is one.  The mixture it gives may carry an
+input transform (a classifier behind scalers or PCA), which the mixture network folds in.
+
 See docs/api.md, "ONNX classifier".
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
 from ...errors import NotFittedError, UnsupportedModelError, UsageError
-from .export import to_onnx
+from . import export as _mixture
+from .options import DEFAULT_OUTPUTS, ExportOptions
+from .plan import ExportPlan, Exporter, register_exporter
 
-__all__ = ["CLASSIFIER_OUTPUTS", "classifier_to_onnx"]
+__all__ = ["CLASSIFIER_OUTPUTS", "build", "classifier_to_onnx", "is_classifier", "plan"]
 
 CLASSIFIER_OUTPUTS = ("label", "probabilities")
 _INTERNAL = "head/component_responsibilities"
@@ -50,54 +57,41 @@ def _label_tensor(classes: np.ndarray):
     )
 
 
-def classifier_to_onnx(clf, *, activation: str = "abs", dtype: str = "float32", opset: int = 17,
-                       centering: str = "auto", **options):
-    """Export a fitted :class:`gmmnet.pipeline.GaussianMixtureClassifier` as an ONNX classifier.
+def is_classifier(model) -> bool:
+    """True for a GaussianMixtureClassifier (duck typing: ``to_mixture``, ``classes_``/``class_of_component_`` once fitted)."""
+    return callable(getattr(model, "to_mixture", None)) and hasattr(type(model), "predict_proba")
 
-    Parameters
-    ----------
-    clf : gmmnet.pipeline.GaussianMixtureClassifier
-        Fitted.
-    activation, dtype, opset, centering, **options
-        Passed to :func:`gmmnet.formats.onnx.to_onnx` (the neuron layer and mixture head are its
-        graph; ``outputs`` is fixed).
 
-    Returns
-    -------
-    onnx.ModelProto
-        Input ``X`` [batch, d] of ``dtype``; outputs ``label`` [batch] (the type of ``classes_``:
-        int64 for integers, string for strings) and ``probabilities`` [batch, n_classes] of
-        the mixture graph's responsibilities type (``dtype`` unless an option widens the head),
-        columns in the order of ``classes_``.  Metadata ``classes`` (JSON list),
-        ``label_type`` and ``n_classes`` are added to the mixture export's.
+def _declines(clf, options: ExportOptions) -> str | None:
+    if options.outputs != DEFAULT_OUTPUTS:
+        return "classifier_to_onnx fixes the outputs to label and probabilities"
+    if options.needs_deep:
+        return "a classifier is written as one mixture network: no shifted_relu, intensity or level outputs"
+    return None
 
-    Raises
-    ------
-    gmmnet.errors.NotFittedError
-        ``clf`` is not fitted.
-    gmmnet.errors.UsageError
-        ``clf`` is not a GaussianMixtureClassifier.
-    gmmnet.errors.UnsupportedModelError
-        Class labels of mixed or non-tensor types.
-    """
+
+def plan(clf, options: ExportOptions) -> ExportPlan:
+    """The mixture network's plan for all classes' components (outputs: their responsibilities)."""
+    if not hasattr(clf, "classes_") or not hasattr(clf, "class_of_component_"):
+        raise NotFittedError("the GaussianMixtureClassifier is not fitted; call fit first")
+    classes = np.asarray(clf.classes_)
+    _label_tensor(classes)  # refuse labels without an ONNX type before any work
+    inner = _mixture.plan(clf.to_mixture(), options.replace(outputs=("responsibilities",), output_names="gmmnet"))
+    return replace(inner, exporter="classifier", options=options, kind="classifier", outputs=CLASSIFIER_OUTPUTS,
+                   state={**inner.state, "inner": inner, "classes": classes,
+                          "class_of_component": np.asarray(clf.class_of_component_)})
+
+
+def build(plan: ExportPlan):
+    """The mixture network of ``plan`` with the class head on its responsibilities; checked."""
     import onnx
     from onnx import helper, numpy_helper
 
-    from ...pipeline import GaussianMixtureClassifier
-
-    if not isinstance(clf, GaussianMixtureClassifier):
-        raise UsageError(f"classifier_to_onnx expects a GaussianMixtureClassifier, got {type(clf).__name__}")
-    if "outputs" in options:
-        raise UsageError("classifier_to_onnx fixes the outputs to label and probabilities")
-    if not hasattr(clf, "mixtures_"):
-        raise NotFittedError("the GaussianMixtureClassifier is not fitted; call fit first")
-    classes = np.asarray(clf.classes_)
+    classes, class_of_component = plan.state["classes"], plan.state["class_of_component"]
     label_elem, label_values, label_type = _label_tensor(classes)
-    mixture = clf.to_mixture()
-    n_classes, K = len(classes), mixture.n_components
-    model = to_onnx(mixture, activation=activation, dtype=dtype, opset=opset, outputs=("responsibilities",),
-                    centering=centering, **options)
+    model = _mixture.build(plan.state["inner"])
     graph = model.graph
+    n_classes, K = len(classes), plan.levels[0][0]
 
     # the mixture's responsibilities become an internal tensor of the class head
     for node in graph.node:
@@ -108,7 +102,7 @@ def classifier_to_onnx(clf, *, activation: str = "abs", dtype: str = "float32", 
 
     np_float = onnx.helper.tensor_dtype_to_np_dtype(float_elem)
     onehot = np.zeros((K, n_classes), dtype=np_float)
-    onehot[np.arange(K), clf.class_of_component_] = 1.0
+    onehot[np.arange(K), class_of_component] = 1.0
     m_init = numpy_helper.from_array(onehot, "head/class_of_component")
     m_init.doc_string = "row j = one-hot class of mixture component j"
     c_init = numpy_helper.from_array(label_values, "head/classes")
@@ -143,7 +137,7 @@ def classifier_to_onnx(clf, *, activation: str = "abs", dtype: str = "float32", 
         "classes": json.dumps([c.item() if hasattr(c, "item") else c for c in label_values.tolist()]),
         "label_type": label_type,
         "n_classes": str(n_classes),
-        "class_of_component": ",".join(str(int(i)) for i in clf.class_of_component_),
+        "class_of_component": ",".join(str(int(i)) for i in class_of_component),
     })
     del model.metadata_props[:]
     for key, value in meta.items():
@@ -151,3 +145,58 @@ def classifier_to_onnx(clf, *, activation: str = "abs", dtype: str = "float32", 
         entry.key, entry.value = key, value
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+EXPORTER = register_exporter(Exporter(
+    name="classifier", takes=is_classifier, declines=_declines, plan=plan, build=build,
+    models="a fitted gmmnet GaussianMixtureClassifier", order=0,
+))
+
+
+def classifier_to_onnx(clf, *, activation: str = "abs", dtype: str = "float32", opset: int = 17,
+                       centering: str = "auto", **options):
+    """Export a fitted :class:`gmmnet.pipeline.GaussianMixtureClassifier` as an ONNX classifier.
+
+    Parameters
+    ----------
+    clf : gmmnet.pipeline.GaussianMixtureClassifier
+        Fitted (or any object with its ``to_mixture()``, ``classes_`` and ``class_of_component_``).
+    activation, dtype, opset, centering, **options
+        :class:`~gmmnet.formats.onnx.options.ExportOptions` of the mixture network (its neuron
+        layer and head); ``outputs`` is fixed.  :func:`gmmnet.formats.onnx.to_onnx` takes a
+        classifier too.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Input ``X`` [batch, d] of ``dtype``; outputs ``label`` [batch] (the type of ``classes_``:
+        int64 for integers, string for strings) and ``probabilities`` [batch, n_classes] of
+        the mixture graph's responsibilities type (``dtype`` unless an option widens the head),
+        columns in the order of ``classes_``.  Metadata ``classes`` (JSON list),
+        ``label_type`` and ``n_classes`` are added to the mixture export's.
+
+    Raises
+    ------
+    gmmnet.errors.NotFittedError
+        ``clf`` is not fitted.
+    gmmnet.errors.UsageError
+        ``clf`` is not a GaussianMixtureClassifier, or an option the classifier graph does not take.
+    gmmnet.errors.UnsupportedModelError
+        Class labels of mixed or non-tensor types.
+    """
+    import warnings
+
+    from ...errors import PrecisionWarning
+
+    if not is_classifier(clf):
+        raise UsageError(f"classifier_to_onnx expects a GaussianMixtureClassifier, got {type(clf).__name__}")
+    if "outputs" in options:
+        raise UsageError("classifier_to_onnx fixes the outputs to label and probabilities")
+    opts = ExportOptions(activation=activation, dtype=dtype, opset=opset, centering=centering, **options)
+    reason = _declines(clf, opts)
+    if reason is not None:
+        raise UsageError(reason)
+    pl = plan(clf, opts)
+    for message in pl.warnings:
+        warnings.warn(message, PrecisionWarning, stacklevel=2)
+    return build(pl)

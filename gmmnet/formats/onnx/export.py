@@ -6,6 +6,13 @@ docs/onnx-graph.md; keep the two in step.  In short, component k's neuron i is
 ``L_k = −½ D²_k + c_k`` and from it the log-likelihood (a guarded log-sum-exp), the
 responsibilities and the label.
 
+Export is plan → build → annotate (:mod:`gmmnet.formats.onnx.plan`).  :func:`plan` makes every
+choice from the IR and the :class:`~gmmnet.formats.onnx.options.ExportOptions`: the layout (an
+entry of :data:`LAYOUTS`), the arithmetic (``compute``), the centring, the predicted errors and
+the size of the weights (checked against the memory limit before anything large is built).
+:func:`build` writes the graph the plan describes; the neuron layer is an entry of
+:data:`LAYERS`, chosen by the layer's geometry and centring.
+
 Every constant is derived in float64 and cast only when written.  In a float32 graph the
 biases are computed from the float32-rounded weights (and the float32-rounded centre),
 so that the graph evaluates ``W̃ (x − μ)`` up to arithmetic rounding; ``centering``
@@ -13,17 +20,33 @@ decides how much of that rounding cancels (see :func:`float32_error_estimate`).
 ``compute`` chooses the arithmetic inside a float32 graph (input and outputs stay float32):
 float32, float64 behind Cast nodes, or "auto" = float32 where :func:`predicted_errors` says it
 meets the accuracy targets, else float64 (docs/onnx-graph.md, "Compute").
+
+A mixture behind an input transform z = A x + c (``Mixture.input_transform``) is folded into the
+neuron layer (:mod:`gmmnet.formats.onnx.fold`): the graph takes the raw x, its neurons are
+(Aᵀw, centred on a preimage of μ_k), and its outputs are the mixture's over z.
+
+Diag and spherical components never build d×d matrices here.  The registry sends rank-truncated
+mixtures to the deep exporter (K·r neurons); their estimates here need no basis of the discarded
+directions.  Called directly, :func:`to_onnx` writes one completed to full rank (d neurons each, an
+orthonormal basis of the discarded subspace with the residual variance): the benchmarks' reference.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from ... import linalg
-from ...errors import PrecisionWarning, UnsupportedModelError, UsageError
+from ...errors import InvalidModelError, UnsupportedModelError, UsageError
+from ...ir import Hierarchy, Mixture
+from ...tolerances import tol
+from .fold import Fold, check_folded
+from .graph import Graph, gmmnet_version, make_model, rounder, set_metadata
+from .options import (ACTIVATIONS, CENTERINGS, COMPUTES, DEFAULT_OUTPUTS, DTYPES, LAYOUTS as LAYOUT_NAMES, MAX_OPSET,
+                      MIN_OPSET, OUTPUTS, ExportOptions)
+from .plan import ExportPlan, Exporter, check_weight_bytes, register_exporter, rename_outputs
 
 __all__ = [
     "ABS_OK",
@@ -32,40 +55,25 @@ __all__ = [
     "COMPUTES",
     "DEFAULT_OUTPUTS",
     "DTYPES",
+    "LAYERS",
     "LAYOUTS",
     "MAX_OPSET",
     "MIN_OPSET",
     "OUTPUTS",
     "RATIO_OK",
     "WARN_ABOVE",
+    "build",
     "float32_error_estimate",
+    "plan",
     "predicted_errors",
     "to_onnx",
 ]
 
-#: Every output a graph can have (a graph has the requested ones, in the order requested).
-OUTPUTS = ("label", "responsibilities", "log_likelihood", "distances", "mahalanobis")
-DEFAULT_OUTPUTS = ("label", "responsibilities", "log_likelihood")
-ACTIVATIONS = ("abs", "relu")
-DTYPES = ("float32", "float64")
-CENTERINGS = ("auto", "none", "global", "component")
-#: Arithmetic inside a float32-interface graph: "float32" everywhere; "mixed" = float32 neurons,
-#: float64 head (from D² on); "float64" = the input is cast to double first.  "auto" picks float32
-#: when its predicted errors (:func:`predicted_errors`) meet LL_TARGET and RESP_TARGET, else float64.
-COMPUTES = ("auto", "float32", "mixed", "float64")
-#: The issue's float32 targets on standardized data: log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
-LL_TARGET = 2e-6
-RESP_TARGET = 1e-6
+#: The float32 targets on standardized data (gmmnet.tolerances): log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
+LL_TARGET = tol("float32_ll")
+RESP_TARGET = tol("float32_resp")
 #: The float64-graph target (both outputs), used by the quadratic layout's warning.
-F64_TARGET = 1e-10
-#: Graph layouts: "neurons" = the Abs (or ReLU) network (every component's whitening neurons, then
-#: the head); "quadratic" = diag/spherical only, D² as one expanded product in float64 (no neuron
-#: layer unless ``distances`` is requested), then the same head.  docs/onnx-graph.md, "Layouts".
-LAYOUTS = ("neurons", "quadratic")
-#: The quadratic layout subtracts one centre (or none) before its products.
-QUADRATIC_CENTERINGS = ("auto", "none", "global")
-MIN_OPSET = 13
-MAX_OPSET = 21
+F64_TARGET = tol("float64_ll")
 
 #: ``centering="auto"`` takes the cheapest of none, global, component whose estimated error
 #: (see :func:`float32_error_estimate`) is at most ``max(ABS_OK, RATIO_OK × estimate of
@@ -73,10 +81,11 @@ MAX_OPSET = 21
 ABS_OK = 1e-6
 RATIO_OK = 2.0
 #: A chosen layout whose estimate exceeds this warns with PrecisionWarning.
-WARN_ABOVE = 1e-4
+WARN_ABOVE = tol("float32_warn")
 #: "within a few σ": the estimate looks at points A standard deviations from a mean.
 _A = 3.0
 _UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
+_AXIS = ("diag", "spherical")
 
 
 # ---------------------------------------------------------------------------
@@ -84,20 +93,39 @@ _UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 
 
 @dataclass
+class _Truncated:
+    """Rank-truncated components, for the error estimates only: kept rows, and the residual's share basis-free."""
+
+    rows: list  # per component: (r_k, d) kept rows over the graph input
+    directions: list  # per component: (r_k, n_features) kept directions V (over z)
+    res_inv: np.ndarray  # (K,) 1/σ² (0 where not truncated)
+    pdiag: np.ndarray  # (K, d) diag(Aᵀ (I − VᵀV) A): each feature's share of the discarded directions
+
+
+@dataclass
 class _Prepared:
-    """The mixture as arrays: K components of r = n_features neurons each (rank-completed)."""
+    """The mixture as arrays over the graph's input (the raw x behind an input transform).
+
+    ``ctype`` is the neuron layer's geometry: diag/spherical (axis-aligned neurons, ``scales``),
+    or tied/full (dense rows ``W``).  A diag/spherical mixture behind a transform that is not
+    diagonal has dense rows: its ``ctype`` is full.
+    """
 
     K: int
-    d: int
+    d: int  # width of the graph input
+    r: int  # neurons per component: the mixture's n_features
     ctype: str
-    means: np.ndarray  # (K, d)
-    W: np.ndarray  # (K, d, d) whitening rows λ^-½ v (diagonal for diag/spherical)
-    scales: np.ndarray | None  # (K, d) λ^-½ for diag/spherical
+    means: np.ndarray  # (K, d) centres on the graph input (preimages of μ_k behind a transform)
+    W: np.ndarray | None  # (K, r, d) whitening rows λ^-½ v (A-folded); None for diag/spherical and truncated
+    scales: np.ndarray | None  # (K, d) λ^-½ (times A's diagonal) for diag/spherical
     consts: np.ndarray  # (K,) c_k
     weights: np.ndarray  # (K,)
-    coord_std: np.ndarray  # (K, d) sqrt(diag Σ_k)
-    kept: list[int]  # rank r_k of each component as stored (≤ d)
-    truncated: bool = False
+    coord_std: np.ndarray  # (K, d) spread of each component along each input feature
+    kept: list[int]  # rank r_k of each component as stored (≤ r)
+    truncated: _Truncated | None = None  # truncated components not completed (estimates only)
+    completed: bool = False  # truncated components completed to full rank (d neurons each)
+    bias: np.ndarray | None = None  # (K, r) −W_k r_k where a centre has no exact preimage, else None
+    fold: Fold | None = None
     labels: list[list[str]] = field(default_factory=list)  # per component, per neuron
     memo: dict = field(default_factory=dict)  # rounded weights and estimates, computed once per export
     variances: np.ndarray | None = None  # (K, d) σ²_kj for diag/spherical (feature order)
@@ -111,67 +139,119 @@ class _Prepared:
 
 
 def _complete(c) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvectors/eigenvalues of a component, completed to full rank with its residual variance."""
+    """Eigenvectors/eigenvalues of a component, completed to full rank with its residual variance (d² numbers)."""
     V, lam = c.eigenvectors, c.eigenvalues
     if c.rank == c.n_features:
         return V, lam
     # orthonormal complement of the kept rows: the trailing right singular vectors of V
     d = c.n_features
     _, _, vh = np.linalg.svd(V, full_matrices=True)
-    comp = vh[c.rank:]
-    return np.vstack([V, comp]), np.concatenate([lam, np.full(d - c.rank, float(c.residual_variance))])
+    return np.vstack([V, vh[c.rank:]]), np.concatenate([lam, np.full(d - c.rank, float(c.residual_variance))])
 
 
-def _prepare(mixture) -> _Prepared:
-    K, d = mixture.n_components, mixture.n_features
+def _prepare(mixture, transform=None, *, complete: bool = False) -> _Prepared:
+    """``mixture`` over the graph input; ``transform`` (z = A x + c) defaults to the mixture's own.
+
+    ``complete``: rank-truncated components completed to full rank (the graph of :func:`to_onnx`
+    called directly; d×d per component), else kept as they are (estimates only).
+    """
+    fold = Fold.of(transform if transform is not None else mixture.input_transform)
+    comps = mixture.components
+    K, r = mixture.n_components, mixture.n_features
     ct = mixture.covariance_type
+    common = dict(
+        K=K, r=r, consts=linalg.component_log_terms(mixture), weights=mixture.weights, kept=[c.rank for c in comps],
+        labels=[[f"c{k}/pc{i}" for i in range(c.rank)] for k, c in enumerate(comps)], fold=fold,
+    )
     means = mixture.means.astype(np.float64)
-    Ws, stds, kept, labels = [], [], [], []
-    truncated = False
-    for k, c in enumerate(mixture.components):
-        V, lam = _complete(c)
-        truncated |= c.rank < d
-        W = linalg.whitening(V, lam)
+    if ct in _AXIS and (fold is None or fold.diagonal is not None):
+        variances = np.stack([np.asarray(c.eigenvalues, dtype=np.float64) for c in comps])
+        scales, coord_std = 1.0 / np.sqrt(variances), np.sqrt(variances)
+        if fold is not None:  # z_j − μ_kj = a_j (x_j − μ'_kj): the same neuron, scaled by a_j
+            a = fold.diagonal
+            means, _ = fold.preimage(means)
+            scales, variances, coord_std = scales * a, variances / (a * a), coord_std / np.abs(a)
+            if ct == "spherical" and np.ptp(a) != 0:
+                ct = "diag"
+        return _Prepared(d=means.shape[1], ctype=ct, means=means, W=None, scales=scales, coord_std=coord_std,
+                         variances=variances, **common)
+    d = r if fold is None else fold.n_inputs
+    bias = None
+    if fold is not None:
+        means, res = fold.preimage(means)
+        if np.any(res):
+            bias = np.zeros((K, r))
+    completed = complete and any(c.rank < r for c in comps)
+    if completed:
+        if fold is not None:
+            raise UnsupportedModelError("a rank-truncated mixture behind an input transform is written by the deep "
+                                        "exporter (use gmmnet.formats.onnx.to_onnx)")
+        common["labels"] = [[f"c{k}/pc{i}" for i in range(c.rank)] + [f"c{k}/res{i}" for i in range(r - c.rank)]
+                            for k, c in enumerate(comps)]
+    elif any(c.rank < r for c in comps):
+        return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=None, scales=None,
+                         coord_std=_truncated_std(comps, fold), truncated=_truncation(comps, fold), **common)
+    Ws, stds = [], []
+    for k, c in enumerate(comps):
+        if fold is None:
+            V, lam = _complete(c) if completed else (c.eigenvectors, c.eigenvalues)
+            W = linalg.whitening(V, lam)
+            std = np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0))
+        else:  # the rows W_z A: diag(λ^-½) A for an axis-aligned component, λ^-½ V A otherwise
+            W = (linalg.scales(c)[:, None] * fold.A if c.axis_aligned
+                 else linalg.whitening(c.eigenvectors, c.eigenvalues) @ fold.A)
+            std = fold.coordinate_std(c.stored_eigenvectors, c.eigenvalues)
+            if bias is not None:
+                bias[k] = -(linalg.project(c, res[k][None, :])[0])
         Ws.append(W)
-        stds.append(np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0)))
-        kept.append(c.rank)
-        labels.append([f"c{k}/pc{i}" for i in range(c.rank)] + [f"c{k}/res{i}" for i in range(d - c.rank)])
+        stds.append(std)
     if ct == "tied" and not all(np.array_equal(w, Ws[0]) for w in Ws):
         ct = "full"  # tied components truncated with different residual variances: no shared product
-    scales = variances = None
-    if ct in ("diag", "spherical"):
-        variances = np.stack([np.asarray(c.eigenvalues, dtype=np.float64) for c in mixture.components])
-        scales = 1.0 / np.sqrt(variances)
-    return _Prepared(
-        K=K, d=d, ctype=ct, means=means, W=np.stack(Ws), scales=scales,
-        consts=linalg.component_log_terms(mixture), weights=mixture.weights, coord_std=np.stack(stds),
-        kept=kept, truncated=truncated, labels=labels, variances=variances,
-    )
+    return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=np.stack(Ws), scales=None,
+                     coord_std=np.stack(stds), bias=bias, completed=completed, **common)
 
 
-def _rounder(dtype: str):
-    np_dtype = np.float32 if dtype == "float32" else np.float64
-    return lambda a: np.asarray(a, dtype=np.float64).astype(np_dtype).astype(np.float64)
+def _transformed(rows_z: np.ndarray, fold: Fold | None) -> np.ndarray:
+    return rows_z if fold is None else rows_z @ fold.A
 
 
-def _centre_input(g, p, x, centering: str):
-    """(graph input, component means relative to it): with "global", x − the mixture's mean first."""
-    if centering != "global":
-        return x, p.means
-    mbar = _global_centre(p, g.dtype)
-    x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
-               "layer0/center", "x - global centre")
-    return x, p.means - mbar
+def _truncation(comps, fold: Fold | None) -> _Truncated:
+    rows, dirs, res_inv, pdiag = [], [], [], []
+    for c in comps:
+        V = c.eigenvectors  # a truncated component stores its directions (r_k < d)
+        rows.append(_transformed(linalg.whitening(V, c.eigenvalues), fold))
+        dirs.append(V)
+        s2 = c.residual_variance if c.rank < c.n_features else None
+        res_inv.append(0.0 if s2 is None else 1.0 / float(s2))
+        VA = _transformed(V, fold)
+        col = np.ones(V.shape[1]) if fold is None else np.einsum("zj,zj->j", fold.A, fold.A)
+        pdiag.append(np.maximum(col - np.einsum("ij,ij->j", VA, VA), 0.0))
+    return _Truncated(rows=rows, directions=dirs, res_inv=np.array(res_inv), pdiag=np.stack(pdiag))
+
+
+def _truncated_std(comps, fold: Fold | None) -> np.ndarray:
+    """√diag of each component's covariance over the graph input (kept directions plus σ² on the rest)."""
+    out = []
+    for c in comps:
+        V, lam = c.eigenvectors, c.eigenvalues
+        s2 = float(c.residual_variance) if c.rank < c.n_features else 0.0
+        if fold is None:
+            var = np.einsum("ij,i,ij->j", V, lam - s2, V) + s2
+        else:
+            B = fold.pinv @ V.T  # (d_in, r_k)
+            var = np.einsum("ji,i,ji->j", B, lam - s2, B) + s2 * np.einsum("jz,jz->j", fold.pinv, fold.pinv)
+        out.append(np.sqrt(np.maximum(var, 0.0)))
+    return np.stack(out)
 
 
 def _global_centre(p: _Prepared, dtype: str) -> np.ndarray:
     """The mixture's overall mean Σ π_k μ_k, rounded to the graph dtype (used exactly afterwards)."""
-    return _rounder(dtype)(p.weights @ p.means)
+    return rounder(dtype)(p.weights @ p.means)
 
 
 def _split(p: _Prepared, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """μ_k = μ_hi + μ_lo with μ_hi = float32(μ_k), μ_lo = float32(μ_k − μ_hi) (float64: μ_lo = 0)."""
-    rnd = _rounder(dtype)
+    rnd = rounder(dtype)
     hi = rnd(p.means)
     lo = rnd(p.means - hi)
     return hi, lo
@@ -182,18 +262,22 @@ def _split(p: _Prepared, dtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _layout_centering(ctype: str, centering: str) -> str:
-    return "component" if ctype in ("diag", "spherical") else centering
+    return "component" if ctype in _AXIS else centering
 
 
 def _estimate(p: _Prepared, centering: str, dtype: str) -> float:
-    """u · max_k (A ‖e_k‖₂ + |c_k| + d): see :func:`float32_error_estimate`."""
+    """u · max_k (A ‖e_k‖₂ + |c_k| + r): see :func:`float32_error_estimate`."""
     prods = _products(p, centering, dtype)
-    heads = np.where(np.isfinite(p.consts), np.abs(p.consts), 0.0) + p.d
+    heads = np.where(np.isfinite(p.consts), np.abs(p.consts), 0.0) + p.r
     return float(_UNIT_ROUNDOFF[dtype] * np.max(_A * prods + heads))
 
 
 def float32_error_estimate(mixture, centering: str = "auto", *, dtype: str = "float32") -> float:
     """Estimated worst absolute error of ``log_likelihood`` from rounding in a ``dtype`` graph.
+
+    This is an estimate, not a bound: measured on onnxruntime for 67 models
+    (docs/onnx-graph.md, "Centering"), the worst absolute error over the data was 0.2–4 times
+    the estimate.
 
     For component k with neurons w̃_i (weights rounded to ``dtype``), the centre c that the
     layout subtracts before the product (0 for ``"none"``, the rounded mixture mean for
@@ -203,20 +287,18 @@ def float32_error_estimate(mixture, centering: str = "auto", *, dtype: str = "fl
         t_j   = |μ_kj − c_j| + A σ_kj                  size of the product's input x − c
         e_ki  = ‖w̃_i ∘ t‖₂ + |w̃_i · (μ_k − c)|        rounding of the products (and of x − c),
                                                        and of the bias they must cancel
-        est_k = u · (A ‖e_k‖₂ + |c_k| + d)
+        est_k = u · (A ‖e_k‖₂ + |c_k| + r)
 
-    u is the unit roundoff (2⁻²⁴ for float32, 2⁻⁵³ for float64).  δz_ki ≈ u·e_ki is the error
-    of a pre-activation; ½ δ(D²) = Σ_i a_i δz_i ≤ D ‖δz‖₂ with D ≈ A gives A‖e_k‖₂; u(|c_k| + d)
-    is the head's share (rounding of the constant and of D² ≈ d).  The estimate is max_k est_k.
-    Measured on onnxruntime for 67 models (docs/onnx-graph.md, "Centering"), the worst absolute
-    error over the data was 0.2–4 times the estimate.
+    u is the unit roundoff (2⁻²⁴ for float32, 2⁻⁵³ for float64) and r the number of neurons of a
+    component.  δz_ki ≈ u·e_ki is the error of a pre-activation; ½ δ(D²) = Σ_i a_i δz_i ≤ D ‖δz‖₂
+    with D ≈ A gives A‖e_k‖₂; u(|c_k| + r) is the head's share (rounding of the constant and of
+    D² ≈ r).  The estimate is max_k est_k.  For a rank-truncated component the discarded
+    directions' share of ‖e_k‖₂ is taken without a basis for them (an upper estimate), so that
+    no d×d matrix is built; behind an input transform, x, c and σ are over the raw features.
 
     ``centering="auto"`` returns the estimate of the layout :func:`to_onnx` would choose.
     """
-    if dtype not in DTYPES:
-        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if centering not in CENTERINGS:
-        raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+    ExportOptions(dtype=dtype, centering=centering)
     _check_mixture(mixture)
     p = _prepare(mixture)
     if centering == "auto":
@@ -234,31 +316,41 @@ def _layer_head(dtype: str, compute: str) -> tuple[str, str]:
 def _predict(p: _Prepared, centering: str, layer: str, head: str) -> dict:
     """Predicted worst errors (log_likelihood relative, responsibilities absolute) of a layout.
 
-    Per component k, in the bulk of its points (D² within d ± A√(2d), the χ²_d spread):
+    Per component k, in the bulk of its points (D² within r ± A√(2r), the χ²_r spread):
 
         P_k  = u_layer · A ‖e_k‖₂            the neuron products (as in :func:`float32_error_estimate`)
         S_k  = u_layer · ½ D²_hi             the sum of squares, in the layer's type
-        H_k  = u_head · (|c_k| + ½ D²_hi + d) the log-joint L_k = c_k − ½D² and the log-sum-exp
+        H_k  = u_head · (|c_k| + ½ D²_hi + r) the log-joint L_k = c_k − ½D² and the log-sum-exp
         ll_k = (P_k + S_k + H_k) / (1 + min |c_k − ½D²|)  over that bulk
         resp = ½ max_k (P_k + S_k + H_k)     δr ≤ r(1−r) |δL_a − δL_b| ≤ ¼ · 2 max|δL|
 
-    with D²_hi = d + A√(2d).  S_k is counted separately only when the head is wider than the layer.
+    with D²_hi = r + A√(2r).  S_k is counted separately only when the head is wider than the layer.
+    Like the estimate, a prediction, not a bound (docs/onnx-graph.md, "Compute").
     """
     u_l, u_h = _UNIT_ROUNDOFF[layer], _UNIT_ROUNDOFF[head]
     centering = _layout_centering(p.ctype, centering)
-    spread = _A * np.sqrt(2.0 * p.d)
-    d2_hi, d2_lo = p.d + spread, max(p.d - spread, 0.0)
+    spread = _A * np.sqrt(2.0 * p.r)
+    d2_hi, d2_lo = p.r + spread, max(p.r - spread, 0.0)
     prods = _products(p, centering, layer)
     ll, resp = 0.0, 0.0
     for k in range(p.K):
         c = float(p.consts[k]) if np.isfinite(p.consts[k]) else 0.0
         P = u_l * _A * prods[k]
         S = u_l * 0.5 * d2_hi if u_h < u_l else 0.0
-        H = u_h * (abs(c) + 0.5 * d2_hi + p.d)
+        H = u_h * (abs(c) + 0.5 * d2_hi + p.r)
         lo = 0.0 if d2_lo <= 2 * c <= d2_hi else min(abs(c - 0.5 * d2_lo), abs(c - 0.5 * d2_hi))
         ll = max(ll, (P + S + H) / (1.0 + lo))
         resp = max(resp, 0.5 * (P + S + H))
     return {"log_likelihood": ll, "responsibilities": resp}
+
+
+def _centres(p: _Prepared, centering: str, dtype: str) -> np.ndarray:
+    if centering == "none":
+        return np.zeros_like(p.means)
+    if centering == "global":
+        return np.broadcast_to(_global_centre(p, dtype), p.means.shape)
+    hi, lo = _split(p, dtype)
+    return hi + lo
 
 
 def _products(p: _Prepared, centering: str, dtype: str) -> np.ndarray:
@@ -267,30 +359,61 @@ def _products(p: _Prepared, centering: str, dtype: str) -> np.ndarray:
     key = ("products", centering, dtype)
     if key in p.memo:
         return p.memo[key]
-    if centering == "none":
-        centres = np.zeros_like(p.means)
-    elif centering == "global":
-        centres = np.broadcast_to(_global_centre(p, dtype), p.means.shape)
-    else:
-        hi, lo = _split(p, dtype)
-        centres = hi + lo
-    Wr = p.rounded_W(dtype)
-    off = p.means - centres  # what the product has to cancel
+    off = p.means - _centres(p, centering, dtype)  # what the product has to cancel
     t = np.abs(off) + _A * p.coord_std  # |x − c| at points A σ from the mean
-    if p.ctype in ("diag", "spherical"):  # W is diagonal
-        w = np.einsum("kii->ki", Wr)
+    if p.ctype in _AXIS:  # one neuron per feature
+        w = rounder(dtype)(p.scales)
         e = np.abs(w) * t + np.abs(w * off)
+        p.memo[key] = np.sqrt(np.einsum("ki,ki->k", e, e))
+    elif p.truncated is not None:
+        p.memo[key] = _truncated_products(p, off, t, dtype)
     else:
+        Wr = p.rounded_W(dtype)
         e = np.sqrt(np.einsum("kij,kj->ki", Wr * Wr, t * t)) + np.abs(np.einsum("kij,kj->ki", Wr, off))
-    p.memo[key] = np.sqrt(np.einsum("ki,ki->k", e, e))
+        p.memo[key] = np.sqrt(np.einsum("ki,ki->k", e, e))
     return p.memo[key]
+
+
+def _truncated_products(p: _Prepared, off: np.ndarray, t: np.ndarray, dtype: str) -> np.ndarray:
+    """‖e_k‖₂ of truncated components: the kept rows as they are; the discarded directions u_i/σ
+    (no basis is built) through Σ_i ‖(u_iA) ∘ t‖² = Σ_j t_j² pdiag_j and Σ_i (u_iA·off)² = ‖P A off‖²,
+    their cross term bounded by Cauchy–Schwarz."""
+    tr, rnd = p.truncated, rounder(dtype)
+    out = np.empty(p.K)
+    for k in range(p.K):
+        Wr = rnd(tr.rows[k])
+        e = np.sqrt((Wr * Wr) @ (t[k] * t[k])) + np.abs(Wr @ off[k])
+        total = float(e @ e)
+        if tr.res_inv[k]:
+            z_off = off[k] if p.fold is None else p.fold.A @ off[k]
+            proj = tr.directions[k] @ z_off
+            a2 = float(tr.pdiag[k] @ (t[k] * t[k]))
+            b2 = max(float(z_off @ z_off - proj @ proj), 0.0)
+            total += tr.res_inv[k] * (np.sqrt(a2) + np.sqrt(b2)) ** 2
+        out[k] = np.sqrt(total)
+    return out
+
+
+def _fits(p: _Prepared, mixture, dtype: str) -> bool:
+    try:
+        _check_representable(p, mixture, dtype)
+    except InvalidModelError:
+        return False
+    return True
+
+
+def _check_representable(p: _Prepared, mixture, dtype: str) -> None:
+    """Refuse numbers the graph's arithmetic cannot hold (they would come out as NaN/inf)."""
+    linalg.check_representable(mixture, dtype)
+    if p.fold is not None:
+        check_folded({"weights": p.W if p.W is not None else p.scales, "centres": p.means, "biases": p.bias}, dtype)
 
 
 def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "auto",
                     mixture=None) -> tuple[str, str, str, dict]:
     """(compute, centering, reason, predictions) for a graph of interface ``dtype``."""
     fixed = centering
-    if compute == "auto" and dtype == "float32" and mixture is not None and not _fits_float32(mixture):
+    if compute == "auto" and dtype == "float32" and mixture is not None and not _fits(p, mixture, "float32"):
         # weights/biases overflow float32: the error predictions are meaningless there
         centering = _choose_centering(p, "float64")[0] if fixed == "auto" else _layout_centering(p.ctype, fixed)
         return ("float64", centering, "auto: the mixture's numbers do not fit float32 arithmetic",
@@ -318,17 +441,6 @@ def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "au
     return mode, preds[mode][0], reason, preds[mode][1]
 
 
-def _fits_float32(mixture) -> bool:
-    from ...errors import InvalidModelError
-    from ...linalg import check_representable
-
-    try:
-        check_representable(mixture, "float32")
-    except InvalidModelError:
-        return False
-    return True
-
-
 def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", layout: str = "neurons",
                      centering: str = "auto") -> dict:
     """Predicted worst errors of the graph :func:`to_onnx` would write, with the choices made.
@@ -337,41 +449,16 @@ def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", 
     centering that ``to_onnx(mixture, dtype=dtype, compute=compute, layout=layout, centering=centering)`` uses, its
     predicted log-likelihood error (max |Δ|/(1+|ref|)) and responsibilities error (max |Δ|) on
     points in the bulk of each component (docs/onnx-graph.md, "Compute" and "Layouts").
+    Predictions, not bounds: measured errors were 0.05–2 times them.
     """
-    if dtype not in DTYPES:
-        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if centering not in CENTERINGS:
-        raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
-    _check_compute(dtype, compute)
+    opts = ExportOptions(dtype=dtype, compute=compute, layout=layout, centering=centering)
     _check_mixture(mixture)
-    p = _prepare(mixture)
-    if layout == "quadratic":
-        _check_layout(layout, mixture.covariance_type, compute, centering)
-        used = _choose_quadratic_centering(p, centering)[0]
-        return {"compute": "float64", "centering": used, **_predict_quadratic(p, dtype, used)}
-    _check_layout(layout, mixture.covariance_type, compute)
-    mode, centering, _, pred = _choose_compute(p, dtype, compute, centering, mixture=mixture)
-    return {"compute": mode, "centering": centering, **pred}
+    choice = LAYOUTS[layout].choose(_prepare(mixture), mixture, opts)
+    return {"compute": choice.compute, "centering": choice.centering, **choice.predicted}
 
 
 # ---------------------------------------------------------------------------
 # the quadratic layout (diag/spherical): D² as one expanded product, always in float64
-
-
-def _check_layout(layout, covariance_type: str, compute: str = "auto", centering: str = "auto") -> None:
-    if layout not in LAYOUTS:
-        raise UsageError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if layout != "quadratic":
-        return
-    if covariance_type not in ("diag", "spherical"):
-        raise UsageError(f"layout='quadratic' is for diag and spherical mixtures; this one is {covariance_type!r} "
-                         "(use layout='neurons')")
-    if compute not in ("auto", "float64"):
-        raise UsageError(f"layout='quadratic' always computes in float64; compute must be 'auto' or 'float64', "
-                         f"got {compute!r}")
-    if centering not in QUADRATIC_CENTERINGS:
-        raise UsageError(f"layout='quadratic' centres on one point; centering must be one of {QUADRATIC_CENTERINGS}, "
-                         f"got {centering!r}")
 
 
 def _quadratic_terms(p: _Prepared, centering: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -443,13 +530,6 @@ def _predict_quadratic(p: _Prepared, dtype: str, centering: str) -> dict:
     return p.memo[key]
 
 
-def _check_compute(dtype: str, compute: str) -> None:
-    if compute not in COMPUTES:
-        raise UsageError(f"compute must be one of {COMPUTES}, got {compute!r}")
-    if dtype == "float64" and compute not in ("auto", "float64"):
-        raise UsageError(f"compute={compute!r} needs dtype='float32'; a float64 graph computes in float64")
-
-
 def _choose_centering(p: _Prepared, dtype: str) -> tuple[str, str, dict]:
     """(centering, reason, estimates) for centering="auto".
 
@@ -458,7 +538,7 @@ def _choose_centering(p: _Prepared, dtype: str) -> tuple[str, str, dict]:
     covariance itself imposes (rounding of w·(x − μ) along thin directions), which no layout
     removes.  The cheapest acceptable of none, global, component is chosen.
     """
-    if p.ctype in ("diag", "spherical"):
+    if p.ctype in _AXIS:
         est = _estimate(p, "component", dtype)
         return "component", f"{p.ctype} graphs are always centred per component", {"component": est}
     ests = {mode: _estimate(p, mode, dtype) for mode in ("none", "global", "component")}
@@ -473,70 +553,10 @@ def _choose_centering(p: _Prepared, dtype: str) -> tuple[str, str, dict]:
 
 
 # ---------------------------------------------------------------------------
-# graph building
+# the neuron layer: one table entry per geometry and centring
 
 
-class _Graph:
-    def __init__(self, dtype: str, opset: int):
-        import onnx
-
-        self.onnx = onnx
-        self.set_dtype(dtype)
-        self.opset = opset
-        self.nodes: list = []
-        self.inits: list = []
-        self._init_names: set[str] = set()
-        self.renames: dict[str, str] = {}  # internal tensor name → graph output name
-
-    def set_dtype(self, dtype: str) -> None:
-        """The element type of the nodes and constants written from here on."""
-        self.dtype = dtype
-        self.np_dtype = np.float32 if dtype == "float32" else np.float64
-        self.elem = self.onnx.TensorProto.FLOAT if dtype == "float32" else self.onnx.TensorProto.DOUBLE
-
-    def const(self, name: str, value, doc: str = "", dtype=None) -> str:
-        from onnx import numpy_helper
-
-        if name in self._init_names:
-            return name
-        arr = np.asarray(value, dtype=dtype or self.np_dtype)
-        t = numpy_helper.from_array(arr if arr.ndim == 0 else np.ascontiguousarray(arr), name)
-        if doc:
-            t.doc_string = doc
-        self.inits.append(t)
-        self._init_names.add(name)
-        return name
-
-    def ints(self, name: str, values) -> str:
-        return self.const(name, np.asarray(values, dtype=np.int64), dtype=np.int64)
-
-    def node(self, op: str, inputs: list[str], name: str, doc: str = "", out: str | None = None, **attrs) -> str:
-        out = self.renames.get(out or name, out or name)
-        n = self.onnx.helper.make_node(op, inputs, [out], name=name, **attrs)
-        if doc:
-            n.doc_string = doc
-        self.nodes.append(n)
-        return out
-
-    def reduce(self, op: str, x: str, axes: list[int], name: str, keepdims: int, doc: str = "") -> str:
-        """Reduce* with ``axes`` as an attribute (before opset 18) or an input (18+; ReduceSum 13+)."""
-        as_input = self.opset >= 18 or op == "ReduceSum"
-        if as_input:
-            ax = self.ints("axes/" + "_".join(str(a) for a in axes), axes)
-            return self.node(op, [x, ax], name, doc, keepdims=keepdims)
-        return self.node(op, [x], name, doc, axes=list(axes), keepdims=keepdims)
-
-    def unsqueeze(self, x: str, axes: list[int], name: str, doc: str = "") -> str:
-        return self.node("Unsqueeze", [x, self.ints("axes/" + "_".join(str(a) for a in axes), axes)], name, doc)
-
-    def squeeze(self, x: str, axes: list[int], name: str, doc: str = "") -> str:
-        return self.node("Squeeze", [x, self.ints("axes/" + "_".join(str(a) for a in axes), axes)], name, doc)
-
-    def reshape(self, x: str, shape: list[int], name: str, doc: str = "") -> str:
-        return self.node("Reshape", [x, self.ints("shape/" + "_".join(str(s) for s in shape), shape)], name, doc)
-
-
-def _center(g: _Graph, x: str, hi: np.ndarray, lo: np.ndarray, prefix: str, what: str) -> str:
+def _center(g: Graph, x: str, hi: np.ndarray, lo: np.ndarray, prefix: str, what: str) -> str:
     """x − μ_hi − μ_lo (``{prefix}/center_hi``, ``{prefix}/center_lo``), or x − μ (``{prefix}/center``) when μ_lo = 0."""
     if not np.any(lo):
         return g.node("Sub", [x, g.const(f"{prefix}/mean", hi, f"{what} (exact in the graph dtype)")],
@@ -547,91 +567,174 @@ def _center(g: _Graph, x: str, hi: np.ndarray, lo: np.ndarray, prefix: str, what
                   f"{prefix}/center_lo", "(x - mean_hi) - mean_lo = x - mean to float32 rounding of the result")
 
 
+def _centre_input(g: Graph, p: _Prepared, x: str, centering: str):
+    """(graph input, component means relative to it): with "global", x − the mixture's mean first."""
+    if centering != "global":
+        return x, p.means
+    mbar = _global_centre(p, g.dtype)
+    x = g.node("Sub", [x, g.const("layer0/mean", mbar, "global centre: the mixture's mean, rounded to the graph dtype")],
+               "layer0/center", "x - global centre")
+    return x, p.means - mbar
+
+
 def _neuron_list(p: _Prepared) -> str:
     return ",".join(lab for labs in p.labels for lab in labs)
 
 
-def _build_layer(g: _Graph, p: _Prepared, activation: str, centering: str, x: str = "X") -> tuple[str, str]:
-    """The neuron layer.  Returns (pre-activation Z, its kind): "flat" = (N, K·R), "nkr" = (N, K, R).
+def _pair(relu: bool):
+    """[a; −a] along ``axis`` for ReLU pairs, else a."""
+    return (lambda a, axis: np.concatenate([a, -a], axis=axis)) if relu else (lambda a, axis: a)
 
-    R = r for Abs, 2r for ReLU (per component: r rows w, then r rows −w).
-    """
-    rnd = _rounder(g.dtype)
+
+def _rows_doc(relu: bool) -> str:
+    return ("row k*2r + i = +w (component k, principal component i); row k*2r + r + i = -w (same neuron, mirrored)"
+            if relu else "row k*r + i = component k, principal component i")
+
+
+def _layer_axis(g: Graph, p: _Prepared, relu: bool, x: str) -> tuple[str, str]:
+    """diag/spherical: (x − μ_k) ∘ s_k broadcast over the batch, (N, K, R); always centred per component."""
     K, d = p.K, p.d
-    relu = activation == "relu"
-    pair = (lambda a, axis: np.concatenate([a, -a], axis=axis)) if relu else (lambda a, axis: a)
-    layout_doc_rows = (
-        "row k*2r + i = +w (component k, principal component i); row k*2r + r + i = -w (same neuron, mirrored)"
-        if relu else "row k*r + i = component k, principal component i"
-    )
-    neurons = "neurons (component-major): " + _neuron_list(p)
+    hi, lo = _split(p, g.dtype)
+    s = rounder(g.dtype)(p.scales)
+    if p.ctype == "spherical":
+        s = s[:, :1]
+    if relu:
+        xu = g.unsqueeze(x, [1, 2], "layer0/unsqueeze", "X as (N, 1, 1, d)")
+        hi_, lo_, s_ = hi[:, None, :], lo[:, None, :], np.stack([s, -s], axis=1)
+    else:
+        xu = g.unsqueeze(x, [1], "layer0/unsqueeze", "X as (N, 1, d)")
+        hi_, lo_, s_ = hi, lo, s
+    c = _center(g, xu, hi_, lo_, "layer0", "component means, broadcast over the batch")
+    sdoc = ("lambda^-1/2 per component and feature" if p.ctype == "diag" else "lambda^-1/2 per component")
+    if relu:
+        sdoc += "; [k, 0] = +scale, [k, 1] = -scale"
+    z = g.node("Mul", [c, g.const("layer0/scale", s_, sdoc)], "layer0/linear",
+               "pre-activations w_ki (x - mu_k): " + ("(N, K, 2, d)" if relu else "(N, K, d)") + "; neurons (component-major): "
+               + _neuron_list(p))
+    if relu:
+        z = g.reshape(z, [0, K, 2 * d], "layer0/reshape", "(N, K, 2d): per component d rows +, then d rows -")
+    return z, "nkr"
 
-    if p.ctype in ("diag", "spherical"):
-        hi, lo = _split(p, g.dtype)
-        s = rnd(p.scales)
-        if p.ctype == "spherical":
-            s = s[:, :1]
-        if relu:
-            xu = g.unsqueeze(x, [1, 2], "layer0/unsqueeze", "X as (N, 1, 1, d)")
-            hi_, lo_, s_ = hi[:, None, :], lo[:, None, :], np.stack([s, -s], axis=1)
-        else:
-            xu = g.unsqueeze(x, [1], "layer0/unsqueeze", "X as (N, 1, d)")
-            hi_, lo_, s_ = hi, lo, s
-        c = _center(g, xu, hi_, lo_, "layer0", "component means, broadcast over the batch")
-        sdoc = ("lambda^-1/2 per component and feature" if p.ctype == "diag" else "lambda^-1/2 per component")
-        if relu:
-            sdoc += "; [k, 0] = +scale, [k, 1] = -scale"
-        z = g.node("Mul", [c, g.const("layer0/scale", s_, sdoc)], "layer0/linear",
-                   "pre-activations w_ki (x - mu_k): " + ("(N, K, 2, d)" if relu else "(N, K, d)") + "; " + neurons)
-        if relu:
-            z = g.reshape(z, [0, K, 2 * d], "layer0/reshape", "(N, K, 2d): per component d rows +, then d rows -")
-        return z, "nkr"
 
-    W = p.rounded_W(g.dtype)  # (K, d, d), rows = neurons
-    if p.ctype == "tied":
-        W0 = W[0]
-        Wp = pair(W0, 0)  # (R, d)
-        if centering == "component":
-            hi, lo = _split(p, g.dtype)
-            xu = g.unsqueeze(x, [1], "layer0/unsqueeze", "X as (N, 1, d)")
-            c = _center(g, xu, hi, lo, "layer0", "component means (K, d)")
-            z = g.node("MatMul", [c, g.const("layer0/W_T", Wp.T, "shared whitening, transposed: column i = neuron i ("
-                                             + ("w_0..w_{d-1}, then -w_0..-w_{d-1})" if relu else "w_i = lambda_i^-1/2 v_i)"))],
-                       "layer0/linear", "(x - mu_k) W^T: (N, K, R); " + neurons)
-            return z, "nkr"
-        x, offs = _centre_input(g, p, x, centering)
-        b = -(offs @ W0.T)  # (K, d), float64 from the rounded weights
-        y = g.node("Gemm", [x, g.const("layer0/W", Wp, "shared whitening rows: " + (
-            "rows 0..d-1 = w_i, rows d..2d-1 = -w_i" if relu else "row i = w_i = lambda_i^-1/2 v_i"))],
-            "layer0/shared_linear", "W x for the shared covariance: (N, R)", transB=1)
-        y = g.reshape(y, [0, 1, Wp.shape[0]], "layer0/reshape", "(N, 1, R)")
-        z = g.node("Add", [y, g.const("layer0/b", pair(b, 1), "per-component biases b_k = -W (mu_k - centre): (K, R)")],
-                   "layer0/linear", "W x + b_k: (N, K, R); " + neurons)
-        return z, "nkr"
+def _layer_tied_centred(g: Graph, p: _Prepared, relu: bool, x: str) -> tuple[str, str]:
+    """tied, centred per component: (x − μ_k) Wᵀ as one MatMul over (N, K, d), (N, K, R)."""
+    Wp = _pair(relu)(p.rounded_W(g.dtype)[0], 0)  # (R, d)
+    hi, lo = _split(p, g.dtype)
+    xu = g.unsqueeze(x, [1], "layer0/unsqueeze", "X as (N, 1, d)")
+    c = _center(g, xu, hi, lo, "layer0", "component means (K, d)")
+    doc = "(x - mu_k) W^T: (N, K, R); neurons (component-major): " + _neuron_list(p)
+    wdoc = "shared whitening, transposed: column i = neuron i (" + (
+        "w_0..w_{d-1}, then -w_0..-w_{d-1})" if relu else "w_i = lambda_i^-1/2 v_i)")
+    if p.bias is None:
+        return g.node("MatMul", [c, g.const("layer0/W_T", Wp.T, wdoc)], "layer0/linear", doc), "nkr"
+    z = g.node("MatMul", [c, g.const("layer0/W_T", Wp.T, wdoc)], "layer0/product", "(x - mu_k) W^T: (N, K, R)")
+    return g.node("Add", [z, g.const("layer0/b", _pair(relu)(p.bias, 1), "-W r_k: the centres' offset from the "
+                                     "input transform's range (K, R)")], "layer0/linear", doc), "nkr"
 
-    # full
-    rows = np.concatenate([pair(W[k], 0) for k in range(K)])  # (K·R, d)
-    if centering == "component":
-        hi, lo = _split(p, g.dtype)
-        parts = []
-        for k in range(K):
-            c = _center(g, x, hi[k], lo[k], f"layer0/c{k}", f"mean of component {k}")
-            R = rows.shape[0] // K
-            parts.append(g.node("Gemm", [c, g.const(f"layer0/c{k}/W", rows[k * R:(k + 1) * R],
-                                                    f"component {k} neurons, " + ("rows w_i then -w_i" if relu else "row i = w_i"))],
-                                f"layer0/c{k}/linear", f"W_{k} (x - mu_{k})", transB=1))
-        z = g.node("Concat", parts, "layer0/linear", "(N, K*R), " + layout_doc_rows + "; " + neurons, axis=1)
-        return z, "flat"
+
+def _layer_tied_shared(g: Graph, p: _Prepared, relu: bool, x: str, centering: str) -> tuple[str, str]:
+    """tied, no or one global centre: W x once (N, R), plus per-component biases (K, R)."""
+    W0 = p.rounded_W(g.dtype)[0]
+    Wp = _pair(relu)(W0, 0)  # (R, d)
     x, offs = _centre_input(g, p, x, centering)
-    b = -np.einsum("kij,kj->ki", W, offs)  # (K, r), float64 from the rounded weights
-    bias = np.concatenate([pair(b[k], 0) for k in range(K)])
-    z = g.node("Gemm", [x, g.const("layer0/W", rows, "neuron weights, " + layout_doc_rows),
-                        g.const("layer0/b", bias, "neuron biases b = -w (mu_k - centre), same row layout")],
-               "layer0/linear", "z = W x + b: (N, K*R); " + neurons, transB=1)
+    b = -(offs @ W0.T)  # (K, r), float64 from the rounded weights
+    if p.bias is not None:
+        b = b + p.bias
+    y = g.node("Gemm", [x, g.const("layer0/W", Wp, "shared whitening rows: " + (
+        "rows 0..d-1 = w_i, rows d..2d-1 = -w_i" if relu else "row i = w_i = lambda_i^-1/2 v_i"))],
+        "layer0/shared_linear", "W x for the shared covariance: (N, R)", transB=1)
+    y = g.reshape(y, [0, 1, Wp.shape[0]], "layer0/reshape", "(N, 1, R)")
+    z = g.node("Add", [y, g.const("layer0/b", _pair(relu)(b, 1), "per-component biases b_k = -W (mu_k - centre): (K, R)")],
+               "layer0/linear", "W x + b_k: (N, K, R); neurons (component-major): " + _neuron_list(p))
+    return z, "nkr"
+
+
+def _layer_full_centred(g: Graph, p: _Prepared, relu: bool, x: str) -> tuple[str, str]:
+    """full, centred per component: K Gemms W_k (x − μ_k), concatenated (N, K·R)."""
+    W = p.rounded_W(g.dtype)
+    pair = _pair(relu)
+    hi, lo = _split(p, g.dtype)
+    parts = []
+    for k in range(p.K):
+        c = _center(g, x, hi[k], lo[k], f"layer0/c{k}", f"mean of component {k}")
+        ins = [c, g.const(f"layer0/c{k}/W", pair(W[k], 0), f"component {k} neurons, "
+                          + ("rows w_i then -w_i" if relu else "row i = w_i"))]
+        if p.bias is not None:
+            ins.append(g.const(f"layer0/c{k}/b", pair(p.bias[k], 0), "-W r_k: the centre's offset from the input "
+                               "transform's range"))
+        parts.append(g.node("Gemm", ins, f"layer0/c{k}/linear", f"W_{k} (x - mu_{k})", transB=1))
+    z = g.node("Concat", parts, "layer0/linear", "(N, K*R), " + _rows_doc(relu) + "; neurons (component-major): "
+               + _neuron_list(p), axis=1)
     return z, "flat"
 
 
-def _build_quadratic(g: _Graph, p: _Prepared, x: str, centering: str) -> str:
+def _layer_full_shared(g: Graph, p: _Prepared, relu: bool, x: str, centering: str) -> tuple[str, str]:
+    """full, no or one global centre: one Gemm of K·R rows with biases, (N, K·R)."""
+    W = p.rounded_W(g.dtype)
+    pair = _pair(relu)
+    rows = np.concatenate([pair(W[k], 0) for k in range(p.K)])  # (K·R, d)
+    x, offs = _centre_input(g, p, x, centering)
+    b = -np.einsum("kij,kj->ki", W, offs)  # (K, r), float64 from the rounded weights
+    if p.bias is not None:
+        b = b + p.bias
+    bias = np.concatenate([pair(b[k], 0) for k in range(p.K)])
+    z = g.node("Gemm", [x, g.const("layer0/W", rows, "neuron weights, " + _rows_doc(relu)),
+                        g.const("layer0/b", bias, "neuron biases b = -w (mu_k - centre), same row layout")],
+               "layer0/linear", "z = W x + b: (N, K*R); neurons (component-major): " + _neuron_list(p), transB=1)
+    return z, "flat"
+
+
+#: The neuron layer, by (geometry, centring): "axis" = diag/spherical (any centring: always per
+#: component), "shared" = no centre or one global centre.  Each entry returns the
+#: pre-activations and their shape kind: "flat" (N, K·R) or "nkr" (N, K, R).
+LAYERS: dict[tuple[str, str], Callable] = {
+    ("axis", "component"): lambda g, p, relu, x, centering: _layer_axis(g, p, relu, x),
+    ("tied", "component"): lambda g, p, relu, x, centering: _layer_tied_centred(g, p, relu, x),
+    ("tied", "shared"): _layer_tied_shared,
+    ("full", "component"): lambda g, p, relu, x, centering: _layer_full_centred(g, p, relu, x),
+    ("full", "shared"): _layer_full_shared,
+}
+
+
+def _layer_key(p: _Prepared, centering: str) -> tuple[str, str]:
+    if p.ctype in _AXIS:
+        return "axis", "component"
+    return p.ctype, ("component" if centering == "component" else "shared")
+
+
+def _neurons(g: Graph, p: _Prepared, activation: str, centering: str, x: str, want: set, emit) -> tuple[str, str]:
+    """The neuron layer, its activation and the ``distances`` output.  Returns (activations, shape kind)."""
+    relu = activation == "relu"
+    K, r = p.K, p.r
+    z, kind = LAYERS[_layer_key(p, centering)](g, p, relu, x, centering)
+    act_op = "Relu" if relu else "Abs"
+    act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
+               else "a = |z|: Mahalanobis distance along each principal component")
+    if "distances" in want and not relu and kind == "flat" and not p.completed:
+        emit("layer0/" + act_op.lower(), "distances")
+    a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
+    if "distances" in want and a != "distances" and "distances" not in emit.final:
+        if relu:
+            t = g.reshape(a, [0, K, 2, r], "distances/reshape", "(N, K, 2, r): the + and - halves of each neuron")
+            t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
+        else:
+            t = a
+        if not p.completed:
+            emit("distances/flatten", "distances")
+        t = g.reshape(t, [0, K * r], "distances/all" if p.completed else "distances/flatten", "(N, K*r), component-major")
+        if p.completed:  # only the kept principal directions (the residual neurons complete the density)
+            keep = [k * r + i for k in range(K) for i in range(p.kept[k])]
+            emit("distances/kept", "distances")
+            g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
+                   "the kept principal directions of each component (rank-truncated model)", axis=1)
+    return a, kind
+
+
+# ---------------------------------------------------------------------------
+# the head
+
+
+def _build_quadratic(g: Graph, p: _Prepared, x: str, centering: str) -> str:
     """D² [N, K] of a diag/spherical mixture as one expanded product (float64 graph).
 
     ``D²_k = Σ_j p_kj xc_j² − 2 Σ_j p_kj δ_kj xc_j + Σ_j p_kj δ_kj²`` with xc = x − m, δ_k = μ_k − m,
@@ -661,7 +764,7 @@ def _build_quadratic(g: _Graph, p: _Prepared, x: str, centering: str) -> str:
                   "max(D^2, 0): the true D^2 is >= 0; the expanded sum can round a little below 0")
 
 
-def _build_head(g: _Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: str, narrow: bool = False) -> None:
+def _build_head(g: Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: str, narrow: bool = False) -> None:
     """The mixture head on D² [N, K]: mahalanobis, L_k = −½D²_k + c_k, label, log-sum-exp, responsibilities.
 
     ``narrow``: the interface is float32, so a float64 head takes its exponentials in float32
@@ -717,237 +820,269 @@ def _build_head(g: _Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: s
         g.node("Div", [e, sg], "head/responsibilities", "softmax of L over components")
 
 
-def _check_mixture(mixture) -> None:
-    from ...ir import Hierarchy, Mixture
+# ---------------------------------------------------------------------------
+# layouts: each a (choose, build, describe) entry
 
+
+@dataclass(frozen=True)
+class _Choice:
+    """What a layout's ``choose`` decides (see :class:`~gmmnet.formats.onnx.plan.ExportPlan`)."""
+
+    compute: str
+    compute_reason: str
+    layer_dtype: str
+    head_dtype: str
+    centering: str
+    centering_reason: str
+    estimates: dict
+    estimate: float
+    predicted: dict
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One entry of :data:`LAYOUTS`.
+
+    ``choose(p, mixture, options)`` → the arithmetic, centring and predicted errors;
+    ``build(g, p, plan, x, want, emit)`` → the D² tensor (or None) after writing the layout's
+    nodes (and the ``distances`` branch); ``describe(plan, p, source)`` → the model's doc string.
+    """
+
+    name: str
+    choose: Callable
+    build: Callable
+    describe: Callable
+    n_neurons: Callable  # (p, options) → neurons written (ReLU pairs twice)
+
+
+def _choose_neurons(p: _Prepared, mixture, opts: ExportOptions) -> _Choice:
+    dtype, centering = opts.dtype, opts.centering
+    mode, _, compute_reason, _ = _choose_compute(p, dtype, opts.compute, centering, mixture)
+    layer, head = _layer_head(dtype, mode)
+    if centering == "auto":
+        used, reason, ests = _choose_centering(p, layer)
+    else:
+        used = _layout_centering(p.ctype, centering)
+        reason = (f"requested {centering!r}" if used == centering
+                  else f"requested {centering!r}; {p.ctype} graphs are always centred per component")
+        ests = {used: _estimate(p, used, layer)}
+    estimate = ests[used]
+    warns = []
+    if estimate > WARN_ABOVE:
+        hint = ("use dtype='float64' or compute='float64'" if dtype == "float32"
+                else "the model is too ill-conditioned for exact scoring")
+        if used == "component":
+            better = ""
+        else:
+            comp = ests["component"] if "component" in ests else _estimate(p, "component", layer)
+            better = f"; centering='component' is estimated at {comp:.1e}"
+        warns.append(f"estimated {layer} log-likelihood error {estimate:.1e} with centering={used!r} exceeds "
+                     f"{WARN_ABOVE:.0e}; {hint}{better}")
+    return _Choice(mode, compute_reason, layer, head, used, reason, ests, estimate, _predict(p, used, layer, head),
+                   tuple(warns))
+
+
+def _choose_quadratic(p: _Prepared, mixture, opts: ExportOptions) -> _Choice:
+    if p.ctype not in _AXIS:
+        if mixture.covariance_type in _AXIS:
+            raise UsageError("layout='quadratic' needs a diagonal input transform (scalers); this mixture's input "
+                             "transform mixes features (use layout='neurons')")
+        raise UsageError(f"layout='quadratic' is for diag and spherical mixtures; this one is "
+                         f"{mixture.covariance_type!r} (use layout='neurons')")
+    dtype = opts.dtype
+    # float64 inside: in float32 the expanded form cancels (skl2onnx's 1e-6..1e-4)
+    used, reason = _choose_quadratic_centering(p, opts.centering)
+    pred = _predict_quadratic(p, dtype, used)
+    ests = {c: _predict_quadratic(p, dtype, c)["log_likelihood"] for c in ("none", "global")}
+    ll_t, resp_t = (LL_TARGET, RESP_TARGET) if dtype == "float32" else (F64_TARGET, F64_TARGET)
+    warns = []
+    if pred["log_likelihood"] > ll_t or pred["responsibilities"] > resp_t:
+        warns.append(
+            f"layout='quadratic': predicted errors log_likelihood {pred['log_likelihood']:.1e}, responsibilities "
+            f"{pred['responsibilities']:.1e} exceed the {dtype} targets ({ll_t:.0e}, {resp_t:.0e}): components "
+            f"narrow compared with their distance from the centre (centering={used!r}); use layout='neurons'")
+    return _Choice("float64", "layout='quadratic' always computes in float64", "float64", "float64", used, reason,
+                   ests, pred["log_likelihood"], pred, tuple(warns))
+
+
+def _build_neurons(g: Graph, p: _Prepared, plan: ExportPlan, x: str, want: set, emit) -> str | None:
+    relu = plan.options.activation == "relu"
+    a, kind = _neurons(g, p, plan.options.activation, plan.centering, x, want, emit)
+    if not want & {"label", "responsibilities", "log_likelihood", "mahalanobis"}:
+        return None
+    R = 2 * p.r if relu else p.r
+    a3 = g.reshape(a, [0, p.K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
+    return g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
+                    "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
+
+
+def _build_quadratic_layout(g: Graph, p: _Prepared, plan: ExportPlan, x: str, want: set, emit) -> str | None:
+    d2 = None
+    if want & {"label", "responsibilities", "log_likelihood", "mahalanobis"}:
+        d2 = _build_quadratic(g, p, x, plan.centering)
+    if "distances" in want:  # the neuron branch, for that output only
+        _neurons(g, p, plan.options.activation, "component", x, want, emit)
+    return d2
+
+
+def _describe_neurons(plan: ExportPlan, p: _Prepared, source: str) -> str:
+    o = plan.options
+    relu = o.activation == "relu"
+    return (
+        f"A {p.K}-component Gaussian mixture ({p.ctype} covariance, {p.d} features; source {source}) written by gmmnet "
+        f"{gmmnet_version()} as an {o.activation} network. Layer 0 holds {plan.n_neurons[0]} neurons: component k's "
+        f"neuron i has w = lambda_i^-1/2 v_i and b = -w.mu_k, so its activation |w.x + b| is the distance from the "
+        f"mean in standard deviations along principal component i"
+        + (" (ReLU pairs [w; -w] give |z| = relu(z) + relu(-z))" if relu else "")
+        + f". The head sums the squared activations per component (D^2_k), forms L_k = -D^2_k/2 + c_k and returns "
+        f"{', '.join(plan.options.outputs)} (log-likelihood by a guarded log-sum-exp). Input centering: "
+        f"{plan.centering} ({plan.centering_reason}); estimated {plan.layer_dtype} log-likelihood error "
+        f"{plan.error_estimate:.2e}. Compute: {plan.compute} ({plan.compute_reason}). Layout: docs/onnx-graph.md."
+    )
+
+
+def _describe_quadratic(plan: ExportPlan, p: _Prepared, source: str) -> str:
+    n = plan.n_neurons[0]
+    return (
+        f"A {p.K}-component Gaussian mixture ({p.ctype} covariance, {p.d} features; source {source}) written by gmmnet "
+        f"{gmmnet_version()} in the quadratic layout: in float64, xc = x - m (m the mixture's mean, or 0 with "
+        f"centering none; here {plan.centering}: {plan.centering_reason}), "
+        f"D^2_k = sum_j p_kj xc_j^2 - 2 sum_j p_kj (mu_kj - m_j) xc_j + sum_j p_kj (mu_kj - m_j)^2 with p = 1/sigma^2 "
+        f"(two (N, d)x(d, K) products), clamped at 0; the head forms L_k = -D^2_k/2 + c_k and returns "
+        f"{', '.join(plan.options.outputs)} (log-likelihood by a guarded log-sum-exp). "
+        + (f"The distances output comes from {n} {plan.options.activation} neurons |(x - mu_k)/sigma_k|. " if n else "")
+        + f"Predicted errors: log_likelihood {plan.predicted['log_likelihood']:.2e}, responsibilities "
+        f"{plan.predicted['responsibilities']:.2e}. Layout: docs/onnx-graph.md."
+    )
+
+
+def _rows_per_component(p: _Prepared, opts: ExportOptions) -> int:
+    return 2 * p.r if opts.activation == "relu" else p.r
+
+
+#: The graph layouts of a single mixture (``ExportOptions.layout``): "neurons" = the Abs (or ReLU)
+#: network (every component's whitening neurons, then the head); "quadratic" = diag/spherical
+#: only, D² as one expanded product in float64 (no neuron layer unless ``distances`` is
+#: requested), then the same head.  docs/onnx-graph.md, "Layouts".  A new layout is one entry.
+LAYOUTS: dict[str, Layout] = {
+    "neurons": Layout("neurons", _choose_neurons, _build_neurons, _describe_neurons,
+                      lambda p, o: p.K * _rows_per_component(p, o)),
+    "quadratic": Layout("quadratic", _choose_quadratic, _build_quadratic_layout, _describe_quadratic,
+                        lambda p, o: p.K * _rows_per_component(p, o) if "distances" in o.outputs else 0),
+}
+assert tuple(LAYOUTS) == LAYOUT_NAMES
+
+
+# ---------------------------------------------------------------------------
+# plan → build → annotate
+
+
+def _check_mixture(mixture) -> None:
     if isinstance(mixture, Hierarchy):
         raise UnsupportedModelError("to_onnx exports a single Mixture; hierarchies are not supported by this exporter")
     if not isinstance(mixture, Mixture):
         raise UsageError(f"to_onnx expects a gmmnet.ir.Mixture, got {type(mixture).__name__}")
 
 
-def _check_options(activation, dtype, opset, outputs, centering, compute="auto") -> tuple[str, ...]:
-    if activation not in ACTIVATIONS:
-        raise UsageError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if dtype not in DTYPES:
-        raise UsageError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if centering not in CENTERINGS:
-        raise UsageError(f"centering must be one of {CENTERINGS}, got {centering!r}")
-    _check_compute(dtype, compute)
-    check_opset(opset)
-    return check_outputs(outputs)
+def _weights(mixture, opts: ExportOptions) -> tuple[int, int, str]:
+    """(initializer bytes, working bytes, what) of the graph, from the IR's shapes alone (before any array is built)."""
+    K, r = mixture.n_components, mixture.n_features
+    fold = Fold.of(mixture.input_transform)
+    d = r if fold is None else fold.n_inputs
+    pairs = 2 if opts.activation == "relu" else 1
+    diagonal = fold is None or fold.diagonal is not None
+    head = 2 * K + 16  # log-terms, guards, axes and shapes
+    if mixture.covariance_type in _AXIS and diagonal:  # centres (high, low parts) and scales; quadratic: P, Q, e, m
+        n = K * d * (2 + pairs) + (2 * K * d + K + d if opts.layout == "quadratic" else 0) + head
+        working = 8 * n * 4
+    else:  # rows, centres (high, low parts) or one centre, biases
+        n = K * r * d * pairs + 2 * K * d + K * r * pairs + head
+        # float64 rows, their rounded copy, the concatenated rows, the initializer and check_model's serialized copy
+        working = 8 * K * r * d * 3 + 8 * n * 2
+    return 8 * n, working, f"a {K}-component {mixture.covariance_type} mixture over {d} features"
 
 
-def check_opset(opset) -> None:
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= int(opset) <= MAX_OPSET:
-        raise UsageError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+def plan(mixture, options: ExportOptions, *, complete: bool = False) -> ExportPlan:
+    """Every choice of the single-mixture graph for ``mixture`` (a :class:`~gmmnet.ir.Mixture`);
+    ``complete``: rank-truncated components completed to full rank (see :func:`to_onnx`)."""
+    _check_mixture(mixture)
+    n_bytes, working, what = _weights(mixture, options)
+    check_weight_bytes(n_bytes, working, what)
+    p = _prepare(mixture, complete=complete)
+    layout = LAYOUTS[options.layout]
+    if options.compute != "auto":  # the arithmetic is known: refuse what it cannot hold before estimating in it
+        _check_representable(p, mixture, "float64" if options.layout == "quadratic"
+                             else _layer_head(options.dtype, options.compute)[0])
+    choice = layout.choose(p, mixture, options)
+    _check_representable(p, mixture, choice.layer_dtype)
+    loss = None
+    if options.dtype == "float32" and choice.compute != "float64":
+        loss = _estimate(p, "component", "float32")
+    return ExportPlan(
+        exporter="mixture", options=options, kind="mixture", layout=layout.name, outputs=options.outputs,
+        compute=choice.compute, compute_reason=choice.compute_reason, centering=choice.centering,
+        centering_reason=choice.centering_reason, layer_dtype=choice.layer_dtype, head_dtype=choice.head_dtype,
+        predicted=dict(choice.predicted), error_estimate=choice.estimate,
+        levels=((p.K, int(sum(p.kept))),), n_neurons=(layout.n_neurons(p, options),), n_features=p.d,
+        weight_bytes=n_bytes, warnings=choice.warnings, float32_loss=loss, input_transform=p.fold is not None,
+        state={"mixture": mixture, "prepared": p, "estimates": choice.estimates},
+    )
 
 
-def check_outputs(outputs, allowed: tuple[str, ...] = OUTPUTS) -> tuple[str, ...]:
-    """The requested output names as a tuple: known (in ``allowed``), at least one, no duplicates."""
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    try:
-        outputs = tuple(outputs)
-    except TypeError:
-        raise UsageError(f"outputs must be a sequence of names from {OUTPUTS}") from None
-    unknown = [o for o in outputs if o not in allowed]
-    if unknown:
-        raise UsageError(f"unknown output {unknown[0]!r}; choose from {', '.join(allowed)}")
-    if not outputs:
-        raise UsageError(f"outputs must name at least one of {', '.join(OUTPUTS)}")
-    if len(set(outputs)) != len(outputs):
-        raise UsageError(f"outputs has duplicates: {list(outputs)}")
-    return outputs
+class _Emit:
+    """Names an internal tensor as a graph output, or (float64 arithmetic behind a float32 interface)
+    records it for a Cast back to the interface type."""
+
+    def __init__(self, g: Graph, dtype: str):
+        self.g, self.dtype = g, dtype
+        self.final: dict[str, str] = {}  # output name → internal tensor to cast to the interface dtype
+
+    def __call__(self, internal: str, name: str) -> None:
+        if self.g.dtype == self.dtype or name == "label":
+            self.g.renames[internal] = name
+        else:
+            self.final[name] = internal
 
 
-def to_onnx(
-    mixture,
-    *,
-    activation: str = "abs",
-    dtype: str = "float32",
-    opset: int = 17,
-    outputs=DEFAULT_OUTPUTS,
-    centering: str = "auto",
-    compute: str = "auto",
-    layout: str = "neurons",
-):
-    """Export an IR :class:`~gmmnet.ir.Mixture` as an ONNX Abs (or exact ReLU) network.
-
-    Parameters
-    ----------
-    mixture : gmmnet.ir.Mixture
-        Any covariance type.  Rank-truncated components (``residual_variance`` set) are
-        completed to full rank with their residual variance: exact, d neurons each.
-    activation : {"abs", "relu"}
-        ``"relu"`` doubles the neurons as ``[w; −w]`` (|z| = relu(z) + relu(−z)); exact.
-    dtype : {"float32", "float64"}
-        Element type of the input, the initializers and the float outputs.
-    opset : int
-        Default-domain opset, 13 to 21.  ``ir_version`` is the smallest that supports it.
-    outputs : sequence of str
-        Any of :data:`OUTPUTS`; only these are computed, in the order given.
-    centering : {"auto", "none", "global", "component"}
-        How ``x`` is centred before the product (matters for float32 on raw features); see
-        docs/onnx-graph.md.  diag/spherical graphs are always centred per component.
-    compute : {"auto", "float32", "mixed", "float64"}
-        Arithmetic inside a float32 graph, whose input and outputs stay float32: ``"float32"``
-        throughout; ``"mixed"``: float32 neurons, float64 head (from D² on); ``"float64"``: X is
-        cast to double first.  ``"auto"`` takes ``"float32"`` when its predicted
-        errors (:func:`predicted_errors`) meet the float32 targets (log-likelihood 2e-6,
-        responsibilities 1e-6), else ``"float64"``.  A float64 graph computes in float64.
-    layout : {"neurons", "quadratic"}
-        ``"neurons"`` (default): the Abs (or ReLU) network above.  ``"quadratic"`` (diag and
-        spherical only): D² as one expanded product about the mixture's mean, always in float64
-        inside (the fast layout; no neuron layer unless ``distances`` is requested, and then
-        ``activation`` applies to that branch only).  ``centering`` has no effect on it and
-        ``compute`` must be ``"auto"`` or ``"float64"``.  See docs/onnx-graph.md, "Layouts".
-
-    Returns
-    -------
-    onnx.ModelProto
-        Checked with ``onnx.checker.check_model(full_check=True)``.
-
-    Warns
-    -----
-    gmmnet.errors.PrecisionWarning
-        When the chosen layout's estimated log-likelihood error exceeds 1e-4; for
-        ``layout="quadratic"``, when its predicted errors exceed the targets of ``dtype``
-        (float32: 2e-6 / 1e-6, float64: 1e-10).
-    """
+def build(plan: ExportPlan):
+    """The graph ``plan`` describes, annotated (doc strings, metadata) and checked."""
     import onnx
 
-    from ... import __version__
-
-    outputs = _check_options(activation, dtype, opset, outputs, centering, compute)
-    _check_mixture(mixture)
-    _check_layout(layout, mixture.covariance_type, compute, centering)
-    opset = int(opset)
-    p = _prepare(mixture)
-    K, d = p.K, p.d
-
-    requested = centering
-    if layout == "quadratic":
-        # float64 inside: in float32 the expanded form cancels (skl2onnx's 1e-6..1e-4)
-        mode, layer_dtype, head_dtype = "float64", "float64", "float64"
-        compute_reason = "layout='quadratic' always computes in float64"
-        check_representable_dtype = "float64"
-        used, reason = _choose_quadratic_centering(p, centering)
-        pred = _predict_quadratic(p, dtype, used)
-        estimate = pred["log_likelihood"]
-        ests = {c: _predict_quadratic(p, dtype, c)["log_likelihood"] for c in ("none", "global")}
-        ll_t, resp_t = (LL_TARGET, RESP_TARGET) if dtype == "float32" else (F64_TARGET, F64_TARGET)
-        if pred["log_likelihood"] > ll_t or pred["responsibilities"] > resp_t:
-            warnings.warn(
-                f"layout='quadratic': predicted errors log_likelihood {pred['log_likelihood']:.1e}, responsibilities "
-                f"{pred['responsibilities']:.1e} exceed the {dtype} targets ({ll_t:.0e}, {resp_t:.0e}): components "
-                f"narrow compared with their distance from the centre (centering={used!r}); use layout='neurons'",
-                PrecisionWarning,
-                stacklevel=2,
-            )
-    else:
-        mode, _, compute_reason, _ = _choose_compute(p, dtype, compute, centering, mixture)
-        layer_dtype, head_dtype = _layer_head(dtype, mode)
-        check_representable_dtype = layer_dtype
-    # refuse numbers the graph's arithmetic cannot hold (they would come out as NaN/inf)
-    from ...linalg import check_representable
-
-    check_representable(mixture, check_representable_dtype)
-    if layout == "neurons":
-        if centering == "auto":
-            used, reason, ests = _choose_centering(p, layer_dtype)
-        else:
-            used = _layout_centering(p.ctype, centering)
-            reason = (f"requested {centering!r}" if used == centering
-                      else f"requested {centering!r}; {p.ctype} graphs are always centred per component")
-            ests = {used: _estimate(p, used, layer_dtype)}
-        estimate = ests[used]
-        pred = _predict(p, used, layer_dtype, head_dtype)
-        if estimate > WARN_ABOVE:
-            hint = ("use dtype='float64' or compute='float64'" if dtype == "float32"
-                    else "the model is too ill-conditioned for exact scoring")
-            if used == "component":
-                better = ""
-            else:
-                comp = ests["component"] if "component" in ests else _estimate(p, "component", layer_dtype)
-                better = f"; centering='component' is estimated at {comp:.1e}"
-            warnings.warn(
-                f"estimated {layer_dtype} log-likelihood error {estimate:.1e} with centering={used!r} exceeds {WARN_ABOVE:.0e}; "
-                f"{hint}{better}",
-                PrecisionWarning,
-                stacklevel=2,
-            )
-
-    g = _Graph(layer_dtype, opset)
-    g.renames = {}
-    io_elem = g.elem if layer_dtype == dtype else onnx.TensorProto.FLOAT
-    relu = activation == "relu"
-    R = 2 * d if relu else d
+    mixture, p = plan.state["mixture"], plan.state["prepared"]
+    opts = plan.options
+    dtype, outputs = opts.dtype, opts.outputs
+    g = Graph(plan.layer_dtype, opts.opset)
+    io_elem = g.elem if plan.layer_dtype == dtype else onnx.TensorProto.FLOAT
     want = set(outputs)
-    need_d2 = bool(want & {"label", "responsibilities", "log_likelihood", "mahalanobis"})
-    # the quadratic layout has a neuron layer only for the distances output
-    need_neurons = layout == "neurons" or "distances" in want
-
     x = "X"
-    if layer_dtype != dtype:  # float64 compute behind a float32 interface: float32 → float64 is exact
+    if plan.layer_dtype != dtype:  # float64 compute behind a float32 interface: float32 → float64 is exact
         x = g.node("Cast", [x], "input/cast", "X as double: the graph computes in float64", to=g.elem)
-    final: dict[str, str] = {}  # output name → internal tensor to cast to the interface dtype
-
-    def emit(internal: str, name: str) -> None:
-        if g.dtype == dtype or name == "label":
-            g.renames[internal] = name
-        else:
-            final[name] = internal
-
-    d2 = None
-    if layout == "quadratic" and need_d2:
-        d2 = _build_quadratic(g, p, x, used)
-    if need_neurons:
-        z, kind = _build_layer(g, p, activation, "component" if layout == "quadratic" else used, x)
-        act_op = "Relu" if relu else "Abs"
-        act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
-                   else "a = |z|: Mahalanobis distance along each principal component")
-        if "distances" in want and not relu and kind == "flat" and not p.truncated:
-            emit("layer0/" + act_op.lower(), "distances")
-        a = g.node(act_op, [z], "layer0/" + act_op.lower(), act_doc)
-
-        if "distances" in want and a != "distances" and "distances" not in final:
-            flat = "distances/flatten" if not p.truncated else "distances/all"
-            if relu:
-                t = g.reshape(a, [0, K, 2, d], "distances/reshape", "(N, K, 2, r): the + and - halves of each neuron")
-                t = g.reduce("ReduceSum", t, [2], "distances/pair_sum", 0, "relu(z) + relu(-z) = |z|")
-            else:
-                t = a
-            if not p.truncated:
-                emit("distances/flatten", "distances")
-            t = g.reshape(t, [0, K * d], flat, "(N, K*r), component-major")
-            if p.truncated:  # only the kept principal directions (the residual neurons complete the density)
-                keep = [k * d + i for k in range(K) for i in range(p.kept[k])]
-                emit("distances/kept", "distances")
-                g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
-                       "the kept principal directions of each component (rank-truncated model)", axis=1)
-
-        if need_d2 and layout == "neurons":
-            a3 = g.reshape(a, [0, K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
-            d2 = g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
-                          "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
-
-    if need_d2:
-        _build_head(g, p, d2, want, emit, head_dtype, narrow=dtype == "float32")
-    for name, internal in final.items():
+    emit = _Emit(g, dtype)
+    d2 = LAYOUTS[plan.layout].build(g, p, plan, x, want, emit)
+    if d2 is not None:
+        _build_head(g, p, d2, want, emit, plan.head_dtype, narrow=dtype == "float32")
+    for name, internal in emit.final.items():
         g.node("Cast", [internal], "output/" + name, f"{name} back to the interface type", out=name, to=io_elem)
+    return _annotate(g, p, plan, mixture, io_elem)
 
-    # graph inputs / outputs
+
+def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
+    """Graph inputs and outputs, doc strings, metadata_props, per-node metadata; checked."""
+    import onnx
+
     helper = onnx.helper
-    g.elem = io_elem
-    x_info = helper.make_tensor_value_info("X", g.elem, ["batch", d])
-    x_info.doc_string = f"input rows, {d} features"
+    opts = plan.options
+    K, d = p.K, p.d
+    x_info = helper.make_tensor_value_info("X", io_elem, ["batch", d])
+    x_info.doc_string = f"input rows, {d} features" + (" (raw: the input transform is folded into layer 0)"
+                                                        if p.fold is not None else "")
     shapes = {
         "label": (onnx.TensorProto.INT64, ["batch"]),
-        "responsibilities": (g.elem, ["batch", K]),
-        "log_likelihood": (g.elem, ["batch"]),
-        "distances": (g.elem, ["batch", int(sum(p.kept))]),
-        "mahalanobis": (g.elem, ["batch", K]),
+        "responsibilities": (io_elem, ["batch", K]),
+        "log_likelihood": (io_elem, ["batch"]),
+        "distances": (io_elem, ["batch", int(sum(p.kept))]),
+        "mahalanobis": (io_elem, ["batch", K]),
     }
     docs = {
         "label": "most probable component (int64)",
@@ -957,78 +1092,92 @@ def to_onnx(
         "mahalanobis": "Mahalanobis distance D_k to each component (not squared)",
     }
     outs = []
-    for name in outputs:
+    for name in opts.outputs:
         vi = helper.make_tensor_value_info(name, *shapes[name])
         vi.doc_string = docs[name]
         outs.append(vi)
-
     source = mixture.provenance.source
     graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs, initializer=g.inits,
                               doc_string=f"{K}-component {p.ctype} Gaussian mixture over {d} features")
-    opset_ids = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opset_ids, producer_name="gmmnet", producer_version=__version__)
-    model.ir_version = helper.find_min_ir_version_for(opset_ids)
-    model.model_version = 1
-    n_neurons = K * R if need_neurons else 0
-    if layout == "quadratic":
-        model.doc_string = (
-            f"A {K}-component Gaussian mixture ({p.ctype} covariance, {d} features; source {source}) written by gmmnet "
-            f"{__version__} in the quadratic layout: in float64, xc = x - m (m the mixture's mean, or 0 with "
-            f"centering none; here {used}: {reason}), "
-            f"D^2_k = sum_j p_kj xc_j^2 - 2 sum_j p_kj (mu_kj - m_j) xc_j + sum_j p_kj (mu_kj - m_j)^2 with p = 1/sigma^2 "
-            f"(two (N, d)x(d, K) products), clamped at 0; the head forms L_k = -D^2_k/2 + c_k and returns "
-            f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). "
-            + (f"The distances output comes from {n_neurons} {activation} neurons |(x - mu_k)/sigma_k|. " if n_neurons else "")
-            + f"Predicted errors: log_likelihood {pred['log_likelihood']:.2e}, responsibilities "
-            f"{pred['responsibilities']:.2e}. Layout: docs/onnx-graph.md."
-        )
-    else:
-        model.doc_string = (
-            f"A {K}-component Gaussian mixture ({p.ctype} covariance, {d} features; source {source}) written by gmmnet "
-            f"{__version__} as an {activation} network. Layer 0 holds {n_neurons} neurons: component k's neuron i has "
-            f"w = lambda_i^-1/2 v_i and b = -w.mu_k, so its activation |w.x + b| is the distance from the mean in standard "
-            f"deviations along principal component i" + (" (ReLU pairs [w; -w] give |z| = relu(z) + relu(-z))" if relu else "")
-            + f". The head sums the squared activations per component (D^2_k), forms L_k = -D^2_k/2 + c_k and returns "
-            f"{', '.join(outputs)} (log-likelihood by a guarded log-sum-exp). Input centering: {used} ({reason}); "
-            f"estimated {layer_dtype} log-likelihood error {estimate:.2e}. Compute: {mode} ({compute_reason}). "
-            f"Layout: docs/onnx-graph.md."
-        )
+    model = make_model(graph, opts.opset, LAYOUTS[plan.layout].describe(plan, p, source))
+    ests = plan.state["estimates"]
     meta = {
         "producer": "gmmnet",
-        "gmmnet_version": __version__,
+        "gmmnet_version": gmmnet_version(),
         "source": source,
         "covariance_type": mixture.covariance_type,
-        "activation": activation,
-        "dtype": dtype,
-        "opset": str(opset),
+        "activation": opts.activation,
+        "dtype": opts.dtype,
+        "opset": str(opts.opset),
         "n_components": str(K),
         "n_features": str(d),
-        "n_neurons": str(n_neurons),
+        "n_neurons": str(plan.n_neurons[0]),
         "ranks": ",".join(str(r) for r in p.kept),
-        "outputs": ",".join(outputs),
-        "centering": used,
-        "centering_requested": requested,
-        "centering_reason": reason,
-        "error_estimate": f"{estimate:.3e}",
+        "outputs": ",".join(opts.outputs),
+        "centering": plan.centering,
+        "centering_requested": opts.centering,
+        "centering_reason": plan.centering_reason,
+        "error_estimate": f"{plan.error_estimate:.3e}",
         "error_estimates": ",".join(f"{k}={v:.3e}" for k, v in ests.items()),
-        "compute": mode,
-        "compute_requested": compute,
-        "compute_reason": compute_reason,
-        "predicted_error_log_likelihood": f"{pred['log_likelihood']:.3e}",
-        "predicted_error_responsibilities": f"{pred['responsibilities']:.3e}",
-        "layout": layout,
-        "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if relu else "k*r+i: w_ki"),
+        "compute": plan.compute,
+        "compute_requested": opts.compute,
+        "compute_reason": plan.compute_reason,
+        "predicted_error_log_likelihood": f"{plan.predicted['log_likelihood']:.3e}",
+        "predicted_error_responsibilities": f"{plan.predicted['responsibilities']:.3e}",
+        "layout": plan.layout,
+        "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if opts.activation == "relu" else "k*r+i: w_ki"),
     }
-    if p.truncated:
+    if p.completed:
         meta["truncation"] = ("rank-truncated components completed to full rank: neurons c{k}/res{j} span the "
                               "discarded directions with the residual variance")
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    if p.fold is not None:
+        meta["input_transform"] = p.fold.metadata()
+    if opts.output_names != "gmmnet":
+        meta["output_names"] = opts.output_names
+    set_metadata(model, meta)
     if model.ir_version >= 10:  # per-node metadata: the neuron names on the linear node
         for n in model.graph.node:
             if n.name == "layer0/linear":
                 entry = n.metadata_props.add()
                 entry.key, entry.value = "neurons", _neuron_list(p)
+    rename_outputs(model, opts.output_names)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _declines(mixture, options: ExportOptions) -> str | None:
+    if options.needs_deep:
+        return ("activation='shifted_relu', intensity heads and level outputs are written by the deep exporter")
+    if options.layout == "neurons" and any(c.rank < c.n_features for c in mixture.components):
+        return "a rank-truncated mixture is written by the deep exporter (K·r neurons plus the residual term)"
+    return None
+
+
+EXPORTER = register_exporter(Exporter(
+    name="mixture", takes=lambda model: isinstance(model, Mixture), declines=_declines, plan=plan, build=build,
+    models="a gmmnet.ir.Mixture", order=10,
+))
+
+
+def to_onnx(mixture, **options):
+    """Export an IR :class:`~gmmnet.ir.Mixture` with this (the single-mixture) exporter.
+
+    :func:`gmmnet.formats.onnx.to_onnx` chooses the exporter and documents the options
+    (:class:`~gmmnet.formats.onnx.options.ExportOptions`); this one is for callers that want
+    this exporter and no other (a deep option raises UsageError).  A rank-truncated mixture is
+    completed to full rank here (d neurons per component, exact; metadata ``truncation``), where
+    the registry would give it the deep exporter's K·r neurons.  PrecisionWarnings are issued as
+    by :func:`gmmnet.formats.onnx.to_onnx`.
+    """
+    import warnings
+
+    from ...errors import PrecisionWarning
+
+    opts = ExportOptions(**options)
+    _check_mixture(mixture)
+    if opts.needs_deep:
+        raise UsageError(_declines(mixture, opts))
+    pl = plan(mixture, opts, complete=True)
+    for message in pl.warnings:
+        warnings.warn(message, PrecisionWarning, stacklevel=2)
+    return build(pl)
