@@ -2,6 +2,7 @@
 
     python benchmarks/run.py             # every size, type and section (about 20-40 minutes on 2 busy cores)
     python benchmarks/run.py --quick     # tiny sizes: checks that the script runs (a minute)
+    python benchmarks/run.py --sections datasets,conversion   # a subset of the sections
 
 Everything is measured in one run, with interleaved repeats: each round runs every candidate
 once (in a rotated order), and the figures are medians over the rounds (--repeats ≥ 5) of each
@@ -35,8 +36,8 @@ Other sections: accuracy on real data sets (iris, wine, breast_cancer, digits; s
 and raw; GaussianMixture and BayesianGaussianMixture), onnxruntime profiles (time per operator
 type) and the operators left after onnxruntime's optimizations for skl2onnx and each default
 prototype, and the conversion of a K=256, d=256 full model to ONNX and back (library and
-CLI, with a cProfile summary of where the time goes).  ``--ranks`` adds the rank-truncation
-curve of today's exporter.
+CLI, with a cProfile summary of where the time goes).  ``--sections ...,ranks`` adds the
+rank-truncation curve of today's exporter.
 
 Writes --json (default benchmarks/results.json) and the markdown tables into --doc (default
 docs/performance.md) between ``<!-- benchmark:start -->`` and ``<!-- benchmark:end -->``.
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -60,6 +62,7 @@ import warnings
 SIZES = [(32, 64, 50_000), (8, 16, 100_000), (64, 128, 20_000)]
 QUICK_SIZES = [(3, 4, 2_000), (4, 8, 1_000)]
 COV_TYPES = ("full", "tied", "diag", "spherical")
+SECTIONS = ("sizes", "profiles", "datasets", "conversion")
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -74,11 +77,16 @@ def _parse(argv):
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds per measurement (>= 5, default 7)")
     ap.add_argument("--json", default=None, help="results file (default benchmarks/results.json)")
     ap.add_argument("--doc", default=None, help="markdown file to update between the markers (default docs/performance.md)")
-    ap.add_argument("--no-conversion", action="store_true", help="skip the K=256, d=256 conversion timing")
-    ap.add_argument("--no-datasets", action="store_true", help="skip the accuracy on real data sets")
-    ap.add_argument("--ranks", action="store_true", help="add the rank-truncation curve (today's exporter)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all), plus 'ranks' for the "
+                    "rank-truncation curve of today's exporter")
+    ap.add_argument("--resume", action="store_true", help="keep the cases already in --json (an interrupted run)")
     ap.add_argument("--sizes", default=None, help="K,d,N;K,d,N... instead of the default sizes")
     args = ap.parse_args(argv)
+    args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = set(args.sections) - set(SECTIONS) - {"ranks"}
+    if unknown:
+        ap.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}, ranks")
     if args.repeats < 5:
         ap.error("--repeats must be at least 5 (medians of >= 5 interleaved rounds)")
     return args
@@ -267,13 +275,14 @@ def overlap_stats(resp_ref) -> tuple[dict, object]:
     return stats, gap
 
 
-def bench_case(K, d, N, ct, source, args, rng) -> dict:
+def bench_case(K, d, N, ct, source, args) -> dict:
     import numpy as np
 
     import prototypes as P
     from gmmnet import from_sklearn
     from gmmnet.formats.sklearn import to_sklearn
 
+    rng = np.random.default_rng([K, d, N, COV_TYPES.index(ct), source == "BGM"])  # each case on its own seed
     truth = overlapping_mixture(rng, K, d, ct)
     X = sample(rng, truth, N)
     xr = X.astype(np.float64)
@@ -298,17 +307,20 @@ def bench_case(K, d, N, ct, source, args, rng) -> dict:
         models["proto:gemm+distances"] = P.full_gemm(mix, distances=True)
     default = f"proto:{P.DEFAULT_LABEL[ct]}"
 
-    sessions = {mode: {k: ort_session(m, args.threads if mode == "wall" else 1) for k, m in models.items()}
-                for mode in ("wall", "cpu")}
     outs = {k: (SKL2ONNX_OUTS if k == "skl2onnx" else DEFAULT_OUTS) for k in models}
-    errors = {k: _errors(s.run(outs[k], {s.get_inputs()[0].name: X}), ll_ref, resp_ref, gap)
-              for k, s in sessions["wall"].items()}
-    timing = {}
+    timing, errors = {}, {}
     for mode, clock in (("wall", time.perf_counter), ("cpu", time.process_time)):
-        fns = {k: runner(s, X, outs[k]) for k, s in sessions[mode].items()}
+        # one mode's sessions at a time: each keeps its activations (up to GBs at K·d = 8192) in its arena
+        sessions = {k: ort_session(m, args.threads if mode == "wall" else 1) for k, m in models.items()}
+        if mode == "wall":
+            errors = {k: _errors(s.run(outs[k], {s.get_inputs()[0].name: X}), ll_ref, resp_ref, gap)
+                      for k, s in sessions.items()}
+        fns = {k: runner(s, X, outs[k]) for k, s in sessions.items()}
         if mode == "wall":
             fns["sklearn"] = lambda: est.score_samples(X)
         timing[mode] = summarize(interleaved(fns, args.repeats, clock))
+        del sessions, fns
+        gc.collect()
     return {"K": K, "d": d, "N": N, "covariance_type": ct, "source": source, "overlap": overlap,
             "default": default, "gmmnet_compute": meta(models["gmmnet"]).get("compute"),
             "proto_docs": {k: m.doc_string for k, m in models.items() if k.startswith("proto:")},
@@ -397,13 +409,18 @@ def ort_profile(model, x, outs, threads: int, runs: int, outdir: str, tag: str) 
         f()
     with open(s.end_profiling()) as fh:
         events = json.load(fh)
+    body_nodes = {n.name for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH
+                  for n in a.g.node}
     per_op: dict[str, float] = {}
+    scan = body = 0.0
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            op = e["args"]["op_name"]
-            per_op[op] = per_op.get(op, 0.0) + e["dur"] * 1e-6 / (runs + 1)
-    scan = per_op.pop("Scan", 0.0)  # the Scan's own time includes its body's kernels, which are listed too
-    body = sum(v for k, v in per_op.items()) if scan else 0.0
+            op, sec = e["args"]["op_name"], e["dur"] * 1e-6 / (runs + 1)
+            if op == "Scan":  # its time includes its body's kernels, which are listed on their own too
+                scan += sec
+                continue
+            body += sec if e["name"][: -len("_kernel_time")] in body_nodes else 0.0
+            per_op[op] = per_op.get(op, 0.0) + sec
     total = sum(per_op.values())
 
     def ops(graph) -> list[str]:
@@ -418,12 +435,14 @@ def ort_profile(model, x, outs, threads: int, runs: int, outdir: str, tag: str) 
     optimized = onnx.load(opt_path, load_external_data=False)
     return {"seconds_per_op_type": dict(sorted(per_op.items(), key=lambda kv: -kv[1])),
             "share_per_op_type": {k: v / total for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])},
-            "scan_overhead_seconds": max(scan - body, 0.0) if scan else None,
+            "scan_overhead_seconds": scan - body if scan else None, "total_seconds": total,
             "graph_ops": ops(model.graph), "optimized_ops": ops(optimized.graph)}
 
 
-def bench_profiles(args, rng, outdir) -> dict:
+def bench_profiles(args, outdir) -> dict:
     """Profiles of skl2onnx's graph and of each type's default prototype at the first size."""
+    import numpy as np
+
     import prototypes as P
     from gmmnet import from_sklearn
     from gmmnet.formats.sklearn import to_sklearn
@@ -431,6 +450,7 @@ def bench_profiles(args, rng, outdir) -> dict:
     K, d, N = args.sizes[0]
     out = {}
     for ct in COV_TYPES:
+        rng = np.random.default_rng([K, d, N, COV_TYPES.index(ct), False])  # the models of the GMM cases
         truth = overlapping_mixture(rng, K, d, ct)
         X = sample(rng, truth, N)
         est = to_sklearn(truth)
@@ -470,8 +490,11 @@ def _cprofile(fn, top: int = 14) -> tuple[float, list[dict]]:
 
 
 def bench_conversion(args, rng) -> dict:
-    """K=256, d=256 full: library steps (timed, then profiled) and the CLI in both directions."""
+    """K=256, d=256 full: library steps and the CLI in both directions, with numpy's BLAS on 1 thread and
+    on --threads threads (threadpoolctl; the CLI through OPENBLAS_NUM_THREADS), and a cProfile of the
+    library steps on 1 BLAS thread."""
     import joblib
+    from threadpoolctl import threadpool_limits
 
     import prototypes as P
     from gmmnet import from_sklearn
@@ -485,6 +508,7 @@ def bench_conversion(args, rng) -> dict:
     K = d = 16 if args.quick else 256
     est = to_sklearn(overlapping_mixture(rng, K, d, "full"))
     res = {"K": K, "d": d, "library": {}, "profile": {}, "cli": {}}
+    blas = sorted({1, args.threads})
 
     def timed(key, fn):
         w, c = time.perf_counter(), time.process_time()
@@ -492,27 +516,33 @@ def bench_conversion(args, rng) -> dict:
         res["library"][key] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
         return out
 
-    mix = timed("from_sklearn", lambda: from_sklearn(est))
-    model = timed("to_onnx (default)", lambda: gmmnet_model(mix))
-    timed("to_onnx (compute float32)", lambda: gmmnet_model(mix, compute="float32"))
-    timed("prototype default_graph", lambda: P.default_graph(mix))
-    timed("from_onnx", lambda: from_onnx(model))
-    for key, fn in (("from_sklearn + to_onnx", lambda: gmmnet_model(from_sklearn(est))),
-                    ("from_onnx", lambda: from_onnx(model))):
-        wall, top = _cprofile(fn)
-        res["profile"][key] = {"wall": wall, "top": top}
+    for b in blas:
+        with threadpool_limits(limits=b, user_api="blas"):
+            mix = timed(f"from_sklearn (BLAS {b})", lambda: from_sklearn(est))
+            model = timed(f"to_onnx, today's default (BLAS {b})", lambda: gmmnet_model(mix))
+            timed(f"to_onnx, compute float32 (BLAS {b})", lambda: gmmnet_model(mix, compute="float32"))
+            timed(f"prototype default_graph (BLAS {b})", lambda: P.default_graph(mix))
+            timed(f"from_onnx (BLAS {b})", lambda: from_onnx(model))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for key, fn in (("from_sklearn + to_onnx", lambda: gmmnet_model(from_sklearn(est))),
+                        ("from_onnx", lambda: from_onnx(model))):
+            wall, top = _cprofile(fn)
+            res["profile"][key] = {"wall": wall, "top": top}
     with tempfile.TemporaryDirectory() as tmp:
         src, onnx_path, back = (os.path.join(tmp, n) for n in ("model.joblib", "model.onnx", "back.json"))
         joblib.dump(est, src)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
         script = os.path.join(os.path.dirname(sys.executable), "gmmnet")  # the console script, as a user runs it
         gmmnet_cmd = [script] if os.path.exists(script) else [sys.executable, "-c",
                                                                "import sys; from gmmnet.cli import main; sys.exit(main())"]
-        for key, cmd in (("to-onnx", ["to-onnx", src, "-o", onnx_path]), ("to-gmm", ["to-gmm", onnx_path, "-o", back])):
-            t = time.perf_counter()
-            proc = subprocess.run([*gmmnet_cmd, *cmd], capture_output=True, text=True, env=env)
-            res["cli"][key] = {"wall": time.perf_counter() - t, "returncode": proc.returncode,
-                               "stderr": proc.stderr[-300:]}
+        for b in blas:
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(b), OMP_NUM_THREADS=str(b), MKL_NUM_THREADS=str(b),
+                       PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+            for key, cmd in (("to-onnx", ["to-onnx", src, "-o", onnx_path, "--force"]),
+                             ("to-gmm", ["to-gmm", onnx_path, "-o", back, "--force"])):
+                t = time.perf_counter()
+                proc = subprocess.run([*gmmnet_cmd, *cmd], capture_output=True, text=True, env=env)
+                res["cli"][f"{key} (BLAS {b})"] = {"wall": time.perf_counter() - t, "returncode": proc.returncode,
+                                                   "stderr": proc.stderr[-300:]}
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import gmmnet.cli"], capture_output=True, env=env)
         res["cli"]["python + import gmmnet.cli"] = {"wall": time.perf_counter() - t, "returncode": 0}
@@ -623,7 +653,7 @@ def markdown(res: dict) -> str:
                          f"| {e[key]['log_likelihood']:.1e} | {e[key]['responsibilities']:.1e} "
                          f"| {e[key]['label_mismatches']} |")
         lines.append("")
-    lines += ["Near ties (first size, GaussianMixture): share of rows whose two largest log-joints are within g nats "
+    lines += [] if not res["sizes"] else ["Near ties (first size, GaussianMixture): share of rows whose two largest log-joints are within g nats "
               "(a float64 recomputation of near-tie rows would redo these):", "",
               "| type | g < 1 | g < 3 | g < 5 | g < 10 |", "|---|---|---|---|---|"]
     for case in res["sizes"]:
@@ -671,7 +701,9 @@ def markdown(res: dict) -> str:
                 one, two = p[ct][key]["threads_1"], p[ct][key][f"threads_{env['threads']}"]
                 shares = ", ".join(f"{op} {one['share_per_op_type'][op]:.0%}/{two['share_per_op_type'].get(op, 0):.0%}"
                                    for op in list(one["share_per_op_type"])[:7])
-                lines.append(f"- {ct} {key}: {shares}")
+                scan = one.get("scan_overhead_seconds")
+                lines.append(f"- {ct} {key} ({_ms(one['total_seconds'])} ms of kernels on 1 thread"
+                             + (f", Scan's own overhead {_ms(scan)} ms" if scan is not None else "") + f"): {shares}")
             lines.append(f"  - default as written: {' → '.join(p[ct]['default']['threads_1']['graph_ops'])}")
             lines.append(f"  - after onnxruntime's optimizations: "
                          f"{' → '.join(p[ct]['default']['threads_1']['optimized_ops'])}")
@@ -716,11 +748,26 @@ def main(argv=None) -> int:
     doc_path = args.doc or os.path.join(os.path.dirname(HERE), "docs", "performance.md")
     rng = np.random.default_rng(0)
     res = {"environment": {**environment(args), "sizes": [list(s) for s in args.sizes]}, "sizes": []}
-    for i, (K, d, N) in enumerate(args.sizes):
+    if args.resume and os.path.exists(json_path):  # keep what an interrupted run measured
+        with open(json_path) as f:
+            old = json.load(f)
+        res = {**old, "environment": {**res["environment"], "resumed_from_load_average": old["environment"].get(
+            "load_average_start")}}
+    done = {(r["K"], r["d"], r["N"], r["covariance_type"], r["source"]) for r in res["sizes"]}
+
+    def save():
+        with open(json_path + ".tmp", "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(json_path + ".tmp", json_path)
+
+    for i, (K, d, N) in enumerate(args.sizes if "sizes" in args.sections else []):
         for source in (("GMM", "BGM") if i == 0 else ("GMM",)):
             for ct in COV_TYPES:
-                case = bench_case(K, d, N, ct, source, args, rng)
+                if (K, d, N, ct, source) in done:
+                    continue
+                case = bench_case(K, d, N, ct, source, args)
                 res["sizes"].append(case)
+                save()
                 w, e = case["timing"]["wall"], case["errors"]
                 dflt = case["default"]
                 print(f"{source} K={K:3d} d={d:3d} N={N:6d} {ct:9s} overlap {case['overlap']['max_resp_below_0.99']:.0%} | "
@@ -728,19 +775,19 @@ def main(argv=None) -> int:
                       f"ll {e[dflt]['log_likelihood']:.1e} resp {e[dflt]['responsibilities']:.1e} | skl2onnx "
                       f"ll {e['skl2onnx']['log_likelihood']:.1e} resp {e['skl2onnx']['responsibilities']:.1e} | "
                       f"today {_ratio(w['gmmnet'])}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        res["profiles"] = bench_profiles(args, rng, tmp)
-    print("profiles done", flush=True)
-    if not args.no_datasets:
+    if "profiles" in args.sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            res["profiles"] = bench_profiles(args, tmp)
+        print("profiles done", flush=True)
+    if "datasets" in args.sections:
         res["datasets"] = bench_datasets(args)
-    if not args.no_conversion:
+    if "conversion" in args.sections:
         res["conversion"] = bench_conversion(args, rng)
         print("conversion:", json.dumps({**res["conversion"]["library"], **res["conversion"]["cli"]}), flush=True)
-    if args.ranks:
+    if "ranks" in args.sections:
         res["ranks"] = bench_ranks(args, rng)
     res["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    with open(json_path, "w") as f:
-        json.dump(res, f, indent=1)
+    save()
     write_doc(doc_path, markdown(res))
     print(f"wrote {json_path} and {doc_path}")
     return 0
