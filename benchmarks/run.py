@@ -1,67 +1,94 @@
-"""Speed of gmmnet's ONNX graphs against sklearn, skl2onnx and a bare numpy matrix product.
+"""Speed and accuracy of gmmnet's ONNX graphs and the prototype graphs, side by side with skl2onnx.
 
-    python benchmarks/run.py             # the issue's sizes, every covariance type (minutes)
-    python benchmarks/run.py --quick     # tiny sizes: checks that the script runs (seconds)
+    python benchmarks/run.py             # every size, type and section (about 20-40 minutes on 2 busy cores)
+    python benchmarks/run.py --quick     # tiny sizes: checks that the script runs (a minute)
+    python benchmarks/run.py --sections datasets,conversion   # a subset of the sections
 
-Everything is measured side by side in one run, as the median of --repeats runs (≥ 5) after
-one warm-up, on --threads threads (onnxruntime intra-op threads; numpy's BLAS threads are set
-to the same number before numpy loads).  For each (K, d, N) and covariance type:
+Everything is measured in one run, with interleaved repeats: each round runs every candidate
+once (in a rotated order), and the figures are medians over the rounds (--repeats ≥ 5) of each
+candidate's time and of its ratio to skl2onnx *in the same round*, with the spread of that
+ratio (quartiles, min–max).  Two timings per candidate:
 
-- ``sklearn``: ``GaussianMixture.score_samples`` (float64 inside, as scikit-learn computes);
-- ``skl2onnx``: skl2onnx's float32 model on onnxruntime, fetching ``score_samples`` only;
-- ``gmmnet``: gmmnet's float32 graph with ``outputs=("log_likelihood",)``, pure float32
-  arithmetic (``compute="float32"``, the speed configuration);
-- ``gmmnet_auto``: the same with ``compute="auto"`` (float64 arithmetic where the predicted
-  float32 error misses the accuracy targets; the choice is recorded);
-- ``gmmnet_chunked``: the ``compute="float32"`` graph through ``gmmnet.score.score`` (the library's
-  runner: chunks of about 1 MiB of activations, one single-threaded session per thread);
-- ``gmmnet_quadratic`` (diag/spherical): ``layout="quadratic"``, float64 inside;
-- ``numpy``: ``X @ W.T`` with W of shape (K·d, d) in float32, the neuron layer's product alone;
-- errors: log_likelihood max|Δ|/(1+|ref|) on all rows and responsibilities max|Δ| on the first
-  20,000, against float64 (``gmmnet.linalg``);
-- ``distances``: the default outputs from a graph that also has ``distances`` against a graph
-  without it (same outputs fetched): does having the output cost anything when unused?
+- ``wall``: wall-clock time of one ``session.run`` on --threads onnxruntime threads (the issue's
+  setting; noisy when other processes share the cores);
+- ``cpu``: process CPU time of one ``session.run`` on one onnxruntime thread (no spinning
+  threads, so it measures the work done and is steadier on a shared machine).
 
-Plus a rank-truncation curve (full, K=32, d=64, N=50k, ranks r ≤ d: the completed graph against
-the K·r-neuron graph), the K=256, d=256
-conversion to ONNX and back (gmmnet.formats.onnx.read.from_onnx), and an onnxruntime profile of the
-(32, 64, 50k) full graph (time per operator type, and the graph after onnxruntime's
-optimizations, saved with SessionOptions.optimized_model_filepath).
+Models: for each (K, d, N) and covariance type, a GaussianMixture with *overlapping* components
+(most rows have no responsibility above 0.99; the fractions are reported) and, at the first size,
+a BayesianGaussianMixture of every type (one M-step from the overlapping mixture's
+responsibilities).  The IR given to the graph builders is ``gmmnet.from_sklearn(estimator)``.
+
+Candidates (all fetch label, responsibilities and log_likelihood; skl2onnx its label,
+probabilities and score_samples; sklearn is ``score_samples``):
+
+- ``skl2onnx``: skl2onnx's float32 model (target opset 17);
+- ``gmmnet``: ``gmmnet.formats.onnx.to_onnx(mixture)`` as it is today (default options);
+  ``gmmnet_f32``: with ``compute="float32"``; ``gmmnet_f64``: with ``compute="float64"`` (the most
+  accurate graph); ``gmmnet_quadratic`` (diag/spherical): ``layout="quadratic"``;
+- ``proto:<label>``: the prototypes of benchmarks/prototypes.py (``CANDIDATES``); the one
+  ``default_graph`` builds is marked in the tables.
+
+Errors are against scikit-learn in float64 evaluated on the float32-rounded input:
+log-likelihood max|Δ|/(1+|ref|) and responsibilities max|Δ| over all rows.
+
+Other sections: accuracy on real data sets (iris, wine, breast_cancer, digits; standardized
+and raw; GaussianMixture and BayesianGaussianMixture), onnxruntime profiles (time per operator
+type) and the operators left after onnxruntime's optimizations for skl2onnx and each default
+prototype, and the conversion of a K=256, d=256 full model to ONNX and back (library and
+CLI, with a cProfile summary of where the time goes).  ``--sections ...,ranks`` adds the
+rank-truncation curve of today's exporter.
 
 Writes --json (default benchmarks/results.json) and the markdown tables into --doc (default
-docs/performance.md) between ``<!-- benchmark:start -->`` and ``<!-- benchmark:end -->``, so a
-rerun replaces them.
+docs/performance.md) between ``<!-- benchmark:start -->`` and ``<!-- benchmark:end -->``.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import gc
+import io
 import json
 import os
 import platform
+import pstats
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
-SIZES = [(8, 16, 100_000), (32, 64, 50_000), (64, 128, 20_000)]
+SIZES = [(32, 64, 50_000), (8, 16, 100_000), (64, 128, 20_000)]
 QUICK_SIZES = [(3, 4, 2_000), (4, 8, 1_000)]
 COV_TYPES = ("full", "tied", "diag", "spherical")
+SECTIONS = ("sizes", "profiles", "datasets", "conversion")
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
 
 def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run; timings mean little)")
-    ap.add_argument("--threads", type=int, default=2, help="onnxruntime and BLAS threads (default 2)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement, median reported (>= 5)")
+    ap.add_argument("--threads", type=int, default=2, help="onnxruntime and BLAS threads of the wall timing (default 2)")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds per measurement (>= 5, default 7)")
     ap.add_argument("--json", default=None, help="results file (default benchmarks/results.json)")
     ap.add_argument("--doc", default=None, help="markdown file to update between the markers (default docs/performance.md)")
-    ap.add_argument("--no-conversion", action="store_true", help="skip the K=256, d=256 conversion timing")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all), plus 'ranks' for the "
+                    "rank-truncation curve of today's exporter")
+    ap.add_argument("--resume", action="store_true", help="keep the cases already in --json (an interrupted run)")
+    ap.add_argument("--sizes", default=None, help="K,d,N;K,d,N... instead of the default sizes")
     args = ap.parse_args(argv)
+    args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = set(args.sections) - set(SECTIONS) - {"ranks"}
+    if unknown:
+        ap.error(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}, ranks")
     if args.repeats < 5:
-        ap.error("--repeats must be at least 5 (medians of >= 5 runs)")
+        ap.error("--repeats must be at least 5 (medians of >= 5 interleaved rounds)")
     return args
 
 
@@ -69,37 +96,50 @@ def _parse(argv):
 # models and data
 
 
-def random_mixture(rng, K: int, d: int, ct: str, rank: int | None = None, cond: float = 10.0):
-    """K components in d features: means spread over ~3σ, eigenvalues log-uniform over ``cond``."""
+def overlapping_mixture(rng, K: int, d: int, ct: str, sep: float = 3.0, cond: float = 10.0, jitter: float = 0.2,
+                        tilt: float = 0.15):
+    """K components whose responsibilities are mostly not 0/1.
+
+    A base covariance Σ0 (eigenvalues log-uniform over ``cond``, random rotation); means drawn from
+    N(0, Σ0) scaled so that two means are about ``sep`` standard deviations apart; full: each
+    component rotates Σ0 slightly (a random rotation of angle ~``tilt``) and jitters its
+    eigenvalues by exp(N(0, jitter)); tied: Σ0; diag: per-feature variances jittered around one
+    base; spherical: one variance per component exp(N(0, jitter)).
+    """
     import numpy as np
+    from scipy.linalg import expm
 
     from gmmnet.ir import Component, Mixture
 
-    comps, shared = [], None
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    q = q * np.sign(np.diag(r))
+    lam0 = np.exp(rng.uniform(0, np.log(cond), d))
+    base = np.exp(rng.uniform(0, np.log(cond), d))  # diag: per-feature variances
     weights = rng.dirichlet(np.full(K, 5.0))
+    s = sep / np.sqrt(2 * d)
+    comps = []
     for k in range(K):
-        mean = rng.standard_normal(d) * 3.0
-        if ct in ("full", "tied"):
-            if shared is None or ct == "full":
-                q, r = np.linalg.qr(rng.standard_normal((d, d)))
-                q = q * np.sign(np.diag(r))
-                lam = np.sort(np.exp(rng.uniform(0, np.log(cond), d)))[::-1]
-                shared = (q.T, lam)
-            vecs, lam = shared
+        z = rng.standard_normal(d) * s
+        if ct == "full":
+            a = rng.standard_normal((d, d)) * tilt / np.sqrt(d)
+            V = (expm(a - a.T) @ q).T
+            lam = lam0 * np.exp(rng.normal(0, jitter, d))
+            mean = (q * np.sqrt(lam0)) @ z
+        elif ct == "tied":
+            V, lam, mean = q.T, lam0, (q * np.sqrt(lam0)) @ z
         elif ct == "diag":
-            vecs, lam = np.eye(d), np.exp(rng.uniform(0, np.log(cond), d))
+            V, lam, mean = np.eye(d), base * np.exp(rng.normal(0, jitter, d)), np.sqrt(base) * z
         else:
-            vecs, lam = np.eye(d), np.full(d, np.exp(rng.uniform(0, np.log(cond))))
-        kw = {}
-        if rank is not None and rank < d:
-            kw["residual_variance"] = float(lam[rank:].mean())
-            vecs, lam = vecs[:rank], lam[:rank]
-        comps.append(Component(mean=mean, eigenvectors=vecs, eigenvalues=lam, weight=float(weights[k]), **kw))
+            V, lam, mean = np.eye(d), np.full(d, np.exp(rng.normal(0, jitter))), z
+        if ct in ("full", "tied"):
+            order = np.argsort(-lam)
+            V, lam = np.ascontiguousarray(V[order]), lam[order]
+        comps.append(Component(mean=mean, eigenvectors=V, eigenvalues=lam, weight=float(weights[k])))
     return Mixture(n_features=d, covariance_type=ct, components=comps)
 
 
 def sample(rng, mix, n: int):
-    """n float32 rows drawn from the mixture (truncated components: kept directions only)."""
+    """n float32 rows drawn from the mixture (components chosen by weight)."""
     import numpy as np
 
     labels = rng.choice(mix.n_components, size=n, p=mix.weights)
@@ -111,20 +151,47 @@ def sample(rng, mix, n: int):
     return out.astype(np.float32)
 
 
-# ---------------------------------------------------------------------------
-# timing
-
-
-def median_time(fn, repeats: int) -> float:
+def bayesian_from(mix, X):
+    """A BayesianGaussianMixture after one M-step from ``mix``'s responsibilities on X (its private
+    ``_initialize``: fitting K=32, d=64 by EM takes minutes on a busy machine)."""
     import numpy as np
+    from sklearn.mixture import BayesianGaussianMixture
 
-    fn()  # warm-up: first-run allocations, lazy initialisation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    from gmmnet import linalg
+
+    X = np.asarray(X, np.float64)
+    est = BayesianGaussianMixture(n_components=mix.n_components, covariance_type=mix.covariance_type, random_state=0)
+    est._check_parameters(X)
+    est._initialize(X, linalg.responsibilities(mix, X))
+    est._set_parameters(est._get_parameters())
+    est.converged_, est.n_iter_, est.lower_bound_, est.n_features_in_ = True, 0, -np.inf, X.shape[1]
+    return est
+
+
+def skl2onnx_model(est, x):
+    import numpy as np
+    import skl2onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return skl2onnx.to_onnx(est, x[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3},
+                                options={id(est): {"score_samples": True}})
+
+
+def gmmnet_model(mix, **kw):
+    from gmmnet.formats.onnx.export import to_onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return to_onnx(mix, **kw)
+
+
+def meta(model) -> dict:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+# ---------------------------------------------------------------------------
+# sessions and timing
 
 
 def ort_session(model, threads: int, **extra):
@@ -139,189 +206,379 @@ def ort_session(model, threads: int, **extra):
     return ort.InferenceSession(data, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def skl2onnx_model(est, x):
+DEFAULT_OUTS = ["label", "responsibilities", "log_likelihood"]
+SKL2ONNX_OUTS = ["label", "probabilities", "score_samples"]
+
+
+def runner(sess, x, outs):
+    name = sess.get_inputs()[0].name
+    return lambda: sess.run(outs, {name: x})
+
+
+def interleaved(fns: dict, repeats: int, clock) -> dict:
+    """{name: [seconds per round]}: each round runs every function once, in a rotated order."""
+    names = list(fns)
+    for f in fns.values():  # warm-up: first-run allocations, lazy initialisation
+        f()
+    times = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            t = clock()
+            fns[k]()
+            times[k].append(clock() - t)
+    return times
+
+
+def summarize(times: dict, base: str = "skl2onnx") -> dict:
+    """Median time per candidate and the median, quartiles and range of its per-round ratio to ``base``."""
     import numpy as np
-    import skl2onnx
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return skl2onnx.to_onnx(est, x[:1].astype(np.float32), target_opset={"": 17, "ai.onnx.ml": 3},
-                                options={id(est): {"score_samples": True}})
-
-
-def gmmnet_model(mix, **kw):
-    from gmmnet.errors import PrecisionWarning
-    from gmmnet.formats.onnx.export import to_onnx
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PrecisionWarning)
-        return to_onnx(mix, **kw)
+    b = np.asarray(times[base])
+    out = {}
+    for k, v in times.items():
+        v = np.asarray(v)
+        r = v / b
+        out[k] = {"median": float(np.median(v)), "ratio": float(np.median(r)),
+                  "ratio_q25": float(np.percentile(r, 25)), "ratio_q75": float(np.percentile(r, 75)),
+                  "ratio_min": float(r.min()), "ratio_max": float(r.max())}
+    return out
 
 
-def meta(model) -> dict:
-    return {p.key: p.value for p in model.metadata_props}
+# ---------------------------------------------------------------------------
+# the main comparison
 
 
-def bench_size(K, d, N, ct, args, rng) -> dict:
+def _errors(outs, ll_ref, resp_ref, gap):
     import numpy as np
 
-    from gmmnet import linalg
+    label, resp, ll = outs
+    ll = np.asarray(ll, np.float64).ravel()
+    label = np.asarray(label).ravel()  # skl2onnx's label is [N, 1]
+    lab_ref = np.argmax(resp_ref, axis=1)
+    return {"log_likelihood": float(np.max(np.abs(ll - ll_ref) / (1 + np.abs(ll_ref)))),
+            "responsibilities": float(np.max(np.abs(np.asarray(resp, np.float64) - resp_ref))),
+            "label_mismatches": int(np.sum((label != lab_ref) & (gap > 1e-6)))}
+
+
+def overlap_stats(resp_ref) -> tuple[dict, object]:
+    """Fractions of rows with max responsibility < 0.99 / 0.9, and of rows whose two largest
+    log-joints are within g nats (the rows a float64 recomputation of near ties would redo)."""
+    import numpy as np
+
+    top = np.sort(resp_ref, axis=1)[:, -2:] if resp_ref.shape[1] > 1 else np.hstack([np.zeros_like(resp_ref), resp_ref])
+    with np.errstate(divide="ignore"):
+        gap = np.log(top[:, 1]) - np.log(top[:, 0])
+    stats = {"max_resp_below_0.99": float(np.mean(resp_ref.max(1) < 0.99)),
+             "max_resp_below_0.9": float(np.mean(resp_ref.max(1) < 0.9))}
+    for g in (1, 3, 5, 10):
+        stats[f"top2_gap_below_{g}"] = float(np.mean(gap < g))
+    return stats, gap
+
+
+def bench_case(K, d, N, ct, source, args) -> dict:
+    import numpy as np
+
+    import prototypes as P
+    from gmmnet import from_sklearn
     from gmmnet.formats.sklearn import to_sklearn
-    from gmmnet.score import Scorer, score
 
-    mix = random_mixture(rng, K, d, ct)
-    X = sample(rng, mix, N)
-    est = to_sklearn(mix)
-    W = rng.standard_normal((K * d, d)).astype(np.float32)
-    threads, reps = args.threads, args.repeats
+    rng = np.random.default_rng([K, d, N, COV_TYPES.index(ct), source == "BGM"])  # each case on its own seed
+    truth = overlapping_mixture(rng, K, d, ct)
+    X = sample(rng, truth, N)
+    xr = X.astype(np.float64)
+    if source == "BGM":
+        est = bayesian_from(truth, xr[:20_000])
+    else:
+        est = to_sklearn(truth)
+    mix = from_sklearn(est)
+    ll_ref, resp_ref = est.score_samples(xr), est.predict_proba(xr)
+    overlap, gap = overlap_stats(resp_ref)
 
-    g32 = gmmnet_model(mix, outputs=("log_likelihood",), compute="float32")
-    gauto = gmmnet_model(mix, outputs=("log_likelihood",))
-    s32, sauto = ort_session(g32, threads), ort_session(gauto, threads)
-    sk = ort_session(skl2onnx_model(est, X), threads)
-    sk_in = sk.get_inputs()[0].name
-    dflt = ort_session(gmmnet_model(mix, compute="float32"), threads)
-    withd = ort_session(gmmnet_model(mix, compute="float32", outputs=("label", "responsibilities", "log_likelihood",
-                                                                      "distances")), threads)
-    default_outs = ["label", "responsibilities", "log_likelihood"]
+    models = {"skl2onnx": skl2onnx_model(est, X), "gmmnet": gmmnet_model(mix),
+              "gmmnet_f32": gmmnet_model(mix, compute="float32"), "gmmnet_f64": gmmnet_model(mix, compute="float64")}
+    if ct in ("diag", "spherical"):
+        models["gmmnet_quadratic"] = gmmnet_model(mix, layout="quadratic")
+    build_s = {}
+    for label in P.CANDIDATES[ct]:
+        t = time.perf_counter()
+        models[f"proto:{label}"] = P.build(label, mix)
+        build_s[f"proto:{label}"] = time.perf_counter() - t
+    if ct == "full" and (K, d, N) == args.sizes[0] and source == "GMM":  # does an unfetched output cost anything?
+        models["proto:gemm+distances"] = P.full_gemm(mix, distances=True)
+    default = f"proto:{P.DEFAULT_LABEL[ct]}"
 
-    quad = ct in ("diag", "spherical")
-    if quad:  # the opt-in layout without a neuron layer (float64 inside)
-        sq = ort_session(gmmnet_model(mix, outputs=("log_likelihood",), layout="quadratic"), threads)
-    scorer = Scorer(g32)  # gmmnet.score's runner: cache-sized chunks, single-threaded sessions
+    outs = {k: (SKL2ONNX_OUTS if k == "skl2onnx" else DEFAULT_OUTS) for k in models}
+    timing, errors = {}, {}
+    for mode, clock in (("wall", time.perf_counter), ("cpu", time.process_time)):
+        # one mode's sessions at a time: each keeps its activations (up to GBs at K·d = 8192) in its arena
+        sessions = {k: ort_session(m, args.threads if mode == "wall" else 1) for k, m in models.items()}
+        if mode == "wall":
+            errors = {k: _errors(s.run(outs[k], {s.get_inputs()[0].name: X}), ll_ref, resp_ref, gap)
+                      for k, s in sessions.items()}
+        fns = {k: runner(s, X, outs[k]) for k, s in sessions.items()}
+        if mode == "wall":
+            fns["sklearn"] = lambda: est.score_samples(X)
+        timing[mode] = summarize(interleaved(fns, args.repeats, clock))
+        del sessions, fns
+        gc.collect()
+    return {"K": K, "d": d, "N": N, "covariance_type": ct, "source": source, "overlap": overlap,
+            "default": default, "gmmnet_compute": meta(models["gmmnet"]).get("compute"),
+            "proto_docs": {k: m.doc_string for k, m in models.items() if k.startswith("proto:")},
+            "build_seconds": build_s, "errors": errors, "timing": timing}
 
-    t = {
-        "sklearn": median_time(lambda: est.score_samples(X), reps),
-        "skl2onnx": median_time(lambda: sk.run(["score_samples"], {sk_in: X}), reps),
-        "gmmnet": median_time(lambda: s32.run(None, {"X": X}), reps),
-        "gmmnet_auto": median_time(lambda: sauto.run(None, {"X": X}), reps),
-        "numpy": median_time(lambda: X @ W.T, reps),
-        "default_outputs": median_time(lambda: dflt.run(default_outs, {"X": X}), reps),
-        "default_outputs_distances_in_graph": median_time(lambda: withd.run(default_outs, {"X": X}), reps),
-        "gmmnet_chunked": median_time(lambda: score(scorer, X, threads=threads), reps),
-    }
-    if quad:
-        t["gmmnet_quadratic"] = median_time(lambda: sq.run(None, {"X": X}), reps)
-    # accuracy on the same rows (log-likelihood max|Δ|/(1+|ref|), float64 reference on the float32 input)
-    ref = linalg.log_likelihood(mix, X.astype(np.float64))
-    err = lambda got: float(np.max(np.abs(np.asarray(got, np.float64).ravel() - ref) / (1 + np.abs(ref))))  # noqa: E731
-    errors = {
-        "gmmnet": err(s32.run(None, {"X": X})[0]),
-        "gmmnet_auto": err(sauto.run(None, {"X": X})[0]),
-        "skl2onnx": err(sk.run(["score_samples"], {sk_in: X})[0]),
-    }
-    if quad:
-        errors["gmmnet_quadratic"] = err(sq.run(None, {"X": X})[0])
-    # responsibilities max|Δ| on the first rows (the core issue's second accuracy target, 1e-6)
-    Xr = X[:20_000]
-    rref = linalg.responsibilities(mix, Xr.astype(np.float64))
-    rerr = lambda got: float(np.max(np.abs(np.asarray(got, np.float64) - rref)))  # noqa: E731
-    resp = {"gmmnet": rerr(ort_session(gmmnet_model(mix, outputs=("responsibilities",), compute="float32"), threads)
-                           .run(None, {"X": Xr})[0]),
-            "gmmnet_auto": rerr(ort_session(gmmnet_model(mix, outputs=("responsibilities",)), threads)
-                                .run(None, {"X": Xr})[0]),
-            "skl2onnx": rerr(sk.run(["probabilities"], {sk_in: Xr})[0])}
-    if quad:
-        resp["gmmnet_quadratic"] = rerr(ort_session(gmmnet_model(mix, outputs=("responsibilities",), layout="quadratic"),
-                                                    threads).run(None, {"X": Xr})[0])
-    return {
-        "K": K, "d": d, "N": N, "covariance_type": ct, "seconds": t,
-        "compute_auto": meta(gauto)["compute"], "log_likelihood_error": errors, "responsibilities_error": resp,
-        "ratios": {
-            "gmmnet/skl2onnx": t["gmmnet"] / t["skl2onnx"],
-            "gmmnet/sklearn": t["gmmnet"] / t["sklearn"],
-            "gmmnet/numpy": t["gmmnet"] / t["numpy"],
-            "gmmnet_auto/skl2onnx": t["gmmnet_auto"] / t["skl2onnx"],
-            "distances_in_graph/without": t["default_outputs_distances_in_graph"] / t["default_outputs"],
-            "gmmnet_chunked/skl2onnx": t["gmmnet_chunked"] / t["skl2onnx"],
-            "gmmnet_chunked/sklearn": t["gmmnet_chunked"] / t["sklearn"],
-            "gmmnet_chunked/numpy": t["gmmnet_chunked"] / t["numpy"],
-            **({"gmmnet_quadratic/skl2onnx": t["gmmnet_quadratic"] / t["skl2onnx"]} if quad else {}),
-        },
-    }
+
+# ---------------------------------------------------------------------------
+# real data sets
+
+
+def datasets(quick: bool) -> dict:
+    from sklearn import datasets as skd
+    from sklearn.preprocessing import StandardScaler
+
+    loaders = {"iris": skd.load_iris}
+    if not quick:
+        loaders.update(wine=skd.load_wine, breast_cancer=skd.load_breast_cancer, digits=skd.load_digits)
+    out = {}
+    for name, load in loaders.items():
+        raw = load().data
+        out[f"{name}"] = StandardScaler().fit_transform(raw)
+        out[f"{name}_raw"] = raw
+    return out
+
+
+def bench_datasets(args) -> list[dict]:
+    """Errors of every candidate on real data (K = 3; 10 for digits), against scikit-learn in float64
+    on standardized data and against gmmnet.linalg (centred float64) on raw data, where
+    scikit-learn's own float64 expanded diag/spherical form cancels (as tests/test_onnx_export.py)."""
+    import numpy as np
+    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+    import prototypes as P
+    from gmmnet import from_sklearn, linalg
+
+    rows = []
+    for name, data in datasets(args.quick).items():
+        x32 = data.astype(np.float32)
+        xr = x32.astype(np.float64)
+        k = 10 if name.startswith("digits") else 3
+        for ct in COV_TYPES:
+            for cls in (GaussianMixture, BayesianGaussianMixture):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est = cls(n_components=k, covariance_type=ct, random_state=0, max_iter=200).fit(data)
+                mix = from_sklearn(est)
+                if name.endswith("_raw"):
+                    ll_ref, resp_ref = linalg.log_likelihood(mix, xr), linalg.responsibilities(mix, xr)
+                else:
+                    ll_ref, resp_ref = est.score_samples(xr), est.predict_proba(xr)
+                _, gap = overlap_stats(resp_ref)
+                models = {"skl2onnx": skl2onnx_model(est, x32), "gmmnet": gmmnet_model(mix),
+                          "gmmnet_f32": gmmnet_model(mix, compute="float32"),
+                          "gmmnet_f64": gmmnet_model(mix, compute="float64")}
+                for label in P.CANDIDATES[ct]:
+                    models[f"proto:{label}"] = P.build(label, mix)
+                row = {"data": name, "covariance_type": ct, "source": "BGM" if cls is BayesianGaussianMixture else "GMM",
+                       "K": k, "default": f"proto:{P.DEFAULT_LABEL[ct]}", "errors": {},
+                       "default_doc": models[f"proto:{P.DEFAULT_LABEL[ct]}"].doc_string}
+                for key, m in models.items():
+                    s = ort_session(m, 1)
+                    row["errors"][key] = _errors(s.run(SKL2ONNX_OUTS if key == "skl2onnx" else DEFAULT_OUTS,
+                                                       {s.get_inputs()[0].name: x32}), ll_ref, resp_ref, gap)
+                rows.append(row)
+                print(f"  {name:18s} {ct:9s} {row['source']}: default ll {row['errors'][row['default']]['log_likelihood']:.1e} "
+                      f"resp {row['errors'][row['default']]['responsibilities']:.1e} | skl2onnx ll "
+                      f"{row['errors']['skl2onnx']['log_likelihood']:.1e} resp {row['errors']['skl2onnx']['responsibilities']:.1e}",
+                      flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# onnxruntime: profile and optimized graph
+
+
+def ort_profile(model, x, outs, threads: int, runs: int, outdir: str, tag: str) -> dict:
+    """Kernel time per operator type (onnxruntime profiling, Scan bodies included) and the operators
+    of the graph after onnxruntime's optimizations (SessionOptions.optimized_model_filepath)."""
+    import onnx
+
+    opt_path = os.path.join(outdir, f"{tag}_optimized.onnx")
+    s = ort_session(model, threads, enable_profiling=True, optimized_model_filepath=opt_path,
+                    profile_file_prefix=os.path.join(outdir, f"{tag}_profile"))
+    f = runner(s, x, outs)
+    for _ in range(runs + 1):
+        f()
+    with open(s.end_profiling()) as fh:
+        events = json.load(fh)
+    body_nodes = {n.name for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH
+                  for n in a.g.node}
+    per_op: dict[str, float] = {}
+    scan = body = 0.0
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op, sec = e["args"]["op_name"], e["dur"] * 1e-6 / (runs + 1)
+            if op == "Scan":  # its time includes its body's kernels, which are listed on their own too
+                scan += sec
+                continue
+            body += sec if e["name"][: -len("_kernel_time")] in body_nodes else 0.0
+            per_op[op] = per_op.get(op, 0.0) + sec
+    total = sum(per_op.values())
+
+    def ops(graph) -> list[str]:
+        names = []
+        for n in graph.node:
+            names.append(n.op_type + (f" ({n.domain})" if n.domain else ""))
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    names += [f"  {op}" for op in ops(a.g)]
+        return names
+
+    optimized = onnx.load(opt_path, load_external_data=False)
+    return {"seconds_per_op_type": dict(sorted(per_op.items(), key=lambda kv: -kv[1])),
+            "share_per_op_type": {k: v / total for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])},
+            "scan_overhead_seconds": scan - body if scan else None, "total_seconds": total,
+            "graph_ops": ops(model.graph), "optimized_ops": ops(optimized.graph)}
+
+
+def bench_profiles(args, outdir) -> dict:
+    """Profiles of skl2onnx's graph and of each type's default prototype at the first size."""
+    import numpy as np
+
+    import prototypes as P
+    from gmmnet import from_sklearn
+    from gmmnet.formats.sklearn import to_sklearn
+
+    K, d, N = args.sizes[0]
+    out = {}
+    for ct in COV_TYPES:
+        rng = np.random.default_rng([K, d, N, COV_TYPES.index(ct), False])  # the models of the GMM cases
+        truth = overlapping_mixture(rng, K, d, ct)
+        X = sample(rng, truth, N)
+        est = to_sklearn(truth)
+        mix = from_sklearn(est)
+        res = {}
+        for key, model, outs in (("skl2onnx", skl2onnx_model(est, X), SKL2ONNX_OUTS),
+                                 ("default", P.default_graph(mix), DEFAULT_OUTS)):
+            res[key] = {f"threads_{t}": ort_profile(model, X, outs, t, args.repeats, outdir, f"{ct}_{key}_{t}")
+                        for t in (1, args.threads)}
+        res["default_doc"] = P.default_graph(mix).doc_string
+        out[ct] = res
+    out["size"] = [K, d, N]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# conversion
+
+
+def _cprofile(fn, top: int = 14) -> tuple[float, list[dict]]:
+    """(wall seconds, the top functions by cumulative time) of fn() under cProfile."""
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    fn()
+    prof.disable()
+    wall = time.perf_counter() - t
+    st = pstats.Stats(prof, stream=io.StringIO())
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _) in st.stats.items():
+        rows.append({"function": f"{os.path.basename(os.path.dirname(file))}/{os.path.basename(file)}:{line}({func})",
+                     "calls": nc, "cumulative": ct, "own": tt})
+    rows.sort(key=lambda r: -r["cumulative"])
+    keep = [r for r in rows if "gmmnet" in r["function"] or "linalg" in r["function"] or "pydantic" in r["function"]
+            or "onnx" in r["function"] or "numpy" in r["function"]]
+    return wall, keep[:top]
+
+
+def bench_conversion(args, rng) -> dict:
+    """K=256, d=256 full: library steps and the CLI in both directions, with numpy's BLAS on 1 thread and
+    on --threads threads (threadpoolctl; the CLI through OPENBLAS_NUM_THREADS), and a cProfile of the
+    library steps on 1 BLAS thread."""
+    import joblib
+    from threadpoolctl import threadpool_limits
+
+    import prototypes as P
+    from gmmnet import from_sklearn
+    from gmmnet.formats.sklearn import to_sklearn
+
+    from gmmnet.formats.onnx import from_onnx
+
+    K = d = 16 if args.quick else 256
+    est = to_sklearn(overlapping_mixture(rng, K, d, "full"))
+    res = {"K": K, "d": d, "library": {}, "profile": {}, "cli": {}}
+    blas = sorted({1, args.threads})
+
+    def timed(key, fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        res["library"][key] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
+        return out
+
+    for b in blas:
+        with threadpool_limits(limits=b, user_api="blas"):
+            mix = timed(f"from_sklearn (BLAS {b})", lambda: from_sklearn(est))
+            model = timed(f"to_onnx, today's default (BLAS {b})", lambda: gmmnet_model(mix))
+            timed(f"to_onnx, compute float32 (BLAS {b})", lambda: gmmnet_model(mix, compute="float32"))
+            timed(f"prototype default_graph (BLAS {b})", lambda: P.default_graph(mix))
+            timed(f"from_onnx (BLAS {b})", lambda: from_onnx(model))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for key, fn in (("from_sklearn + to_onnx", lambda: gmmnet_model(from_sklearn(est))),
+                        ("from_onnx", lambda: from_onnx(model))):
+            wall, top = _cprofile(fn)
+            res["profile"][key] = {"wall": wall, "top": top}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, onnx_path, back = (os.path.join(tmp, n) for n in ("model.joblib", "model.onnx", "back.json"))
+        joblib.dump(est, src)
+        script = os.path.join(os.path.dirname(sys.executable), "gmmnet")  # the console script, as a user runs it
+        gmmnet_cmd = [script] if os.path.exists(script) else [sys.executable, "-c",
+                                                               "import sys; from gmmnet.cli import main; sys.exit(main())"]
+        for b in blas:
+            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(b), OMP_NUM_THREADS=str(b), MKL_NUM_THREADS=str(b),
+                       PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+            for key, cmd in (("to-onnx", ["to-onnx", src, "-o", onnx_path, "--force"]),
+                             ("to-gmm", ["to-gmm", onnx_path, "-o", back, "--force"])):
+                t = time.perf_counter()
+                proc = subprocess.run([*gmmnet_cmd, *cmd], capture_output=True, text=True, env=env)
+                res["cli"][f"{key} (BLAS {b})"] = {"wall": time.perf_counter() - t, "returncode": proc.returncode,
+                                                   "stderr": proc.stderr[-300:]}
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import gmmnet.cli"], capture_output=True, env=env)
+        res["cli"]["python + import gmmnet.cli"] = {"wall": time.perf_counter() - t, "returncode": 0}
+    return res
 
 
 def bench_ranks(args, rng) -> list[dict]:
     """Full mixtures truncated to rank r: the completed graph (d neurons per component) against the
-    K·r-neuron graph gmmnet.to_onnx writes for a truncated mixture (float32 and the default auto)."""
+    K·r-neuron graph gmmnet.to_onnx writes for a truncated mixture (today's exporter)."""
     import numpy as np
 
     from gmmnet import linalg
     from gmmnet.formats.onnx import to_onnx as dispatch
+    from gmmnet.ir import Component, Mixture
 
     K, d, N = (4, 8, 2_000) if args.quick else (32, 64, 50_000)
-    ranks = [1, d // 2, d] if args.quick else [4, 16, 32, 48, 64]
     out = []
-    for r in ranks:
-        mix = random_mixture(rng, K, d, "full", rank=r)
-        X = sample(rng, mix, N)
+    for r in ([1, d // 2, d] if args.quick else [4, 16, 32, 48, 64]):
+        full = overlapping_mixture(rng, K, d, "full")
+        comps = [Component(mean=c.mean, eigenvectors=c.eigenvectors[:r], eigenvalues=c.eigenvalues[:r], weight=c.weight,
+                           residual_variance=float(c.eigenvalues[r:].mean()) if r < d else None) for c in full.components]
+        mix = Mixture(n_features=d, covariance_type="full", components=comps)
+        X = linalg.sample(mix, N).astype(np.float32)
         ref = linalg.log_likelihood(mix, X.astype(np.float64))
-        row = {"K": K, "d": d, "N": N, "rank": r, "seconds": {}, "log_likelihood_error": {}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             graphs = {"completed": gmmnet_model(mix, outputs=("log_likelihood",), compute="float32"),
                       "kr_float32": dispatch(mix, outputs=("log_likelihood",), compute="float32"),
                       "kr_auto": dispatch(mix, outputs=("log_likelihood",))}
-        row["compute_auto"] = meta(graphs["kr_auto"]).get("compute", "?")
-        for name, g in graphs.items():
-            s = ort_session(g, args.threads)
-            row["seconds"][name] = median_time(lambda: s.run(None, {"X": X}), args.repeats)
+        sess = {k: ort_session(g, args.threads) for k, g in graphs.items()}
+        times = interleaved({k: runner(s, X, ["log_likelihood"]) for k, s in sess.items()}, args.repeats,
+                            time.perf_counter)
+        row = {"K": K, "d": d, "N": N, "rank": r, "compute_auto": meta(graphs["kr_auto"]).get("compute", "?"),
+               "seconds": {k: float(np.median(v)) for k, v in times.items()}, "log_likelihood_error": {}}
+        for k, s in sess.items():
             got = s.run(None, {"X": X})[0].astype(np.float64)
-            row["log_likelihood_error"][name] = float(np.max(np.abs(got - ref) / (1 + np.abs(ref))))
+            row["log_likelihood_error"][k] = float(np.max(np.abs(got - ref) / (1 + np.abs(ref))))
         out.append(row)
     return out
-
-
-def bench_conversion(args, rng) -> dict:
-    from gmmnet.formats.onnx.read import from_onnx
-
-    K = d = 16 if args.quick else 256
-    mix = random_mixture(rng, K, d, "full")
-    res = {"K": K, "d": d}
-    for compute in ("float32", "auto"):
-        w, c = time.perf_counter(), time.process_time()
-        model = gmmnet_model(mix, compute=compute)
-        res[f"to_onnx_{compute}"] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c,
-                                     "compute": meta(model)["compute"]}
-    w, c = time.perf_counter(), time.process_time()
-    from_onnx(model)
-    res["from_onnx"] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
-    return res
-
-
-def profile(args, rng, outdir) -> dict:
-    """Time per operator type (onnxruntime profiling) and the node list after ORT's optimizations."""
-    import numpy as np
-    import onnx
-
-    K, d, N = (4, 8, 2_000) if args.quick else (32, 64, 50_000)
-    mix = random_mixture(rng, K, d, "full")
-    X = sample(rng, mix, N)
-    model = gmmnet_model(mix, outputs=("log_likelihood",), compute="float32")
-    opt_path = os.path.join(outdir, "gmmnet_optimized.onnx")
-    s = ort_session(model, args.threads, enable_profiling=True, optimized_model_filepath=opt_path,
-                    profile_file_prefix=os.path.join(outdir, "ort_profile"))
-    for _ in range(args.repeats + 1):
-        s.run(None, {"X": X})
-    prof = s.end_profiling()
-    with open(prof) as f:
-        events = json.load(f)
-    per_op: dict[str, list[float]] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op.setdefault(e["args"]["op_name"], []).append(e["dur"] * 1e-6)
-    runs = args.repeats + 1
-    per_run = {op: sum(v) / runs for op, v in per_op.items()}
-    total = sum(per_run.values())
-    optimized = onnx.load(opt_path, load_external_data=False)
-    return {
-        "K": K, "d": d, "N": N,
-        "seconds_per_op_type": dict(sorted(per_run.items(), key=lambda kv: -kv[1])),
-        "share_per_op_type": {op: v / total for op, v in sorted(per_run.items(), key=lambda kv: -kv[1])},
-        "graph_nodes": [n.op_type for n in model.graph.node],
-        "optimized_nodes": [f"{n.op_type}" + (f" ({n.domain})" if n.domain else "") for n in optimized.graph.node],
-        "numpy_matmul": median_time(lambda: X @ np.ones((K * d, d), np.float32).T, args.repeats),
-    }
 
 
 # ---------------------------------------------------------------------------
@@ -356,80 +613,106 @@ def _ms(s: float) -> str:
     return f"{s * 1e3:.1f}"
 
 
+def _ratio(t: dict) -> str:
+    return f"{t['ratio']:.2f} ({t['ratio_q25']:.2f}–{t['ratio_q75']:.2f})"
+
+
+def _label(key: str, default: str) -> str:
+    return f"**{key}** (default)" if key == default else key
+
+
 def markdown(res: dict) -> str:
     env = res["environment"]
     v = env["versions"]
+    load = env["load_average_start"][0], env["load_average_end"][0]
     lines = [
-        f"Generated by `python benchmarks/run.py{' --quick' if env['quick'] else ''}` on "
-        f"{env['cores_usable']} usable cores ({env['cpu_count']} reported), {env['threads']} threads, "
-        f"median of {env['repeats']} runs; load average {env['load_average_start'][0]:.1f} at the start, "
-        f"{env['load_average_end'][0]:.1f} at the end. {env['platform']}, Python {env['python']}; "
-        + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        f"Generated by `python benchmarks/run.py{' --quick' if env['quick'] else ''}` on {env['cores_usable']} usable "
+        f"cores, {env['repeats']} interleaved rounds; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end. "
+        f"{env['platform']}, Python {env['python']}; " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
-        "Times in ms (float32 input, log_likelihood only). `gmmnet` = one `session.run` of the graph with "
-        "`compute=\"float32\"`; `score()` = the same graph through `gmmnet.score.score` (chunks of about 1 MiB of "
-        "activations on single-threaded sessions, one per thread); `auto` = the default `compute=\"auto\"` (its "
-        "choice in brackets); `quadratic` = `layout=\"quadratic\"` (diag/spherical only, float64 inside).",
+        "Ratios are to skl2onnx in the same round: median (quartiles) over the rounds. `wall` = wall clock of one "
+        f"`session.run` on {env['threads']} threads; `cpu` = CPU time on 1 thread (steadier on a shared machine). "
+        "All graphs fetch label, responsibilities and log-likelihood. Errors against scikit-learn float64 on the "
+        "float32-rounded input: log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|. `overlap` = share of rows "
+        "whose largest responsibility is below 0.99.",
         "",
-        "| K | d | N | cov | sklearn | skl2onnx | numpy X@Wᵀ | gmmnet | score() | auto | quadratic "
-        "| gmmnet/skl2onnx | gmmnet/sklearn | gmmnet/numpy | score()/skl2onnx | score()/sklearn | score()/numpy "
-        "| auto/skl2onnx | quadratic/skl2onnx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in res["sizes"]:
-        t, q = r["seconds"], r["ratios"]
-        quad = "gmmnet_quadratic" in t
-        lines.append(
-            f"| {r['K']} | {r['d']} | {r['N']} | {r['covariance_type']} | {_ms(t['sklearn'])} | {_ms(t['skl2onnx'])} "
-            f"| {_ms(t['numpy'])} | {_ms(t['gmmnet'])} | {_ms(t['gmmnet_chunked'])} "
-            f"| {_ms(t['gmmnet_auto'])} ({r['compute_auto']}) | {_ms(t['gmmnet_quadratic']) if quad else '–'} "
-            f"| {q['gmmnet/skl2onnx']:.2f} | {q['gmmnet/sklearn']:.2f} | {q['gmmnet/numpy']:.2f} "
-            f"| {q['gmmnet_chunked/skl2onnx']:.2f} | {q['gmmnet_chunked/sklearn']:.2f} | {q['gmmnet_chunked/numpy']:.2f} "
-            f"| {q['gmmnet_auto/skl2onnx']:.2f} | {q['gmmnet_quadratic/skl2onnx'] if quad else float('nan'):.2f} |"
-            .replace("| nan |", "| – |"))
-    lines += ["", "Accuracy on the same rows against float64: log_likelihood max|Δ|/(1+|ref|) (all rows) and "
-              "responsibilities max|Δ| (first 20,000 rows). The core issue's float32 targets are 2e-6 and 1e-6.", "",
-              "| K | d | N | cov | ll gmmnet | ll auto | ll quadratic | ll skl2onnx | resp gmmnet | resp auto "
-              "| resp quadratic | resp skl2onnx |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in res["sizes"]:
-        e, rr = r["log_likelihood_error"], r["responsibilities_error"]
-        f = lambda dct, k: f"{dct[k]:.1e}" if k in dct else "–"  # noqa: E731
-        lines.append(f"| {r['K']} | {r['d']} | {r['N']} | {r['covariance_type']} | {f(e, 'gmmnet')} | {f(e, 'gmmnet_auto')} "
-                     f"| {f(e, 'gmmnet_quadratic')} | {f(e, 'skl2onnx')} | {f(rr, 'gmmnet')} | {f(rr, 'gmmnet_auto')} "
-                     f"| {f(rr, 'gmmnet_quadratic')} | {f(rr, 'skl2onnx')} |")
-    lines += ["", "`distances` in the graph but not fetched (default outputs fetched in both):", "",
-              "| K | d | N | cov | without | with | ratio |", "|---|---|---|---|---|---|---|"]
-    for r in res["sizes"]:
-        t = r["seconds"]
-        lines.append(f"| {r['K']} | {r['d']} | {r['N']} | {r['covariance_type']} | {_ms(t['default_outputs'])} "
-                     f"| {_ms(t['default_outputs_distances_in_graph'])} | {r['ratios']['distances_in_graph/without']:.2f} |")
-    lines += ["", "Rank truncation (full mixtures truncated to rank r, isotropic residual): `completed` = the "
-              "single-mixture exporter, which completes each component to d neurons; `K·r` = what `gmmnet.to_onnx` "
-              "writes for a truncated mixture (K·r neurons and the residual term ‖x − μ_k‖²/σ², one-level deep graph), "
-              "with `compute=\"float32\"` and with the default `auto` (its choice in brackets). ms, and "
-              "log_likelihood max|Δ|/(1+|ref|):", "",
-              "| K | d | N | rank | completed | K·r float32 | K·r auto | err completed | err K·r float32 | err K·r auto |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in res["ranks"]:
-        t, e = r["seconds"], r["log_likelihood_error"]
-        lines.append(f"| {r['K']} | {r['d']} | {r['N']} | {r['rank']} | {_ms(t['completed'])} | {_ms(t['kr_float32'])} "
-                     f"| {_ms(t['kr_auto'])} ({r['compute_auto']}) | {e['completed']:.1e} | {e['kr_float32']:.1e} "
-                     f"| {e['kr_auto']:.1e} |")
+    for case in res["sizes"]:
+        t, e = case["timing"], case["errors"]
+        sk = t["wall"]["skl2onnx"]["median"]
+        lines += [f"**{case['source']} {case['covariance_type']}, K={case['K']}, d={case['d']}, N={case['N']}** "
+                  f"(overlap {case['overlap']['max_resp_below_0.99']:.0%}; skl2onnx {_ms(sk)} ms wall, "
+                  f"sklearn {_ms(t['wall']['sklearn']['median'])} ms; today's default computes in {case['gmmnet_compute']})",
+                  "", "| graph | wall ratio | cpu ratio | ll error | resp error | label mismatches |",
+                  "|---|---|---|---|---|---|"]
+        for key in e:
+            lines.append(f"| {_label(key, case['default'])} | {_ratio(t['wall'][key])} | {_ratio(t['cpu'][key])} "
+                         f"| {e[key]['log_likelihood']:.1e} | {e[key]['responsibilities']:.1e} "
+                         f"| {e[key]['label_mismatches']} |")
+        lines.append("")
+    lines += [] if not res["sizes"] else ["Near ties (first size, GaussianMixture): share of rows whose two largest log-joints are within g nats "
+              "(a float64 recomputation of near-tie rows would redo these):", "",
+              "| type | g < 1 | g < 3 | g < 5 | g < 10 |", "|---|---|---|---|---|"]
+    for case in res["sizes"]:
+        if (case["K"], case["d"], case["N"]) == tuple(res["environment"]["sizes"][0]) and case["source"] == "GMM":
+            o = case["overlap"]
+            lines.append(f"| {case['covariance_type']} | " + " | ".join(f"{o[f'top2_gap_below_{g}']:.0%}"
+                                                                          for g in (1, 3, 5, 10)) + " |")
+    if res.get("datasets"):
+        lines += ["", "Real data sets (K = 3, digits 10; standardized: vs scikit-learn, `_raw`: vs gmmnet.linalg): "
+                  "the default prototype against skl2onnx and today's default, worst of GaussianMixture and "
+                  "BayesianGaussianMixture:", "",
+                  "| data | cov | default ll | default resp | skl2onnx ll | skl2onnx resp | today ll | today resp "
+                  "| default's choice |", "|---|---|---|---|---|---|---|---|---|"]
+        by = {}
+        for r in res["datasets"]:
+            by.setdefault((r["data"], r["covariance_type"]), []).append(r)
+        for (name, ct), rs in by.items():
+            def worst(key, what, rs=rs):
+                return max(r["errors"][key][what] for r in rs)
+            d0 = rs[0]["default"]
+            lines.append(f"| {name} | {ct} | {worst(d0, 'log_likelihood'):.1e} | {worst(d0, 'responsibilities'):.1e} "
+                         f"| {worst('skl2onnx', 'log_likelihood'):.1e} | {worst('skl2onnx', 'responsibilities'):.1e} "
+                         f"| {worst('gmmnet', 'log_likelihood'):.1e} | {worst('gmmnet', 'responsibilities'):.1e} "
+                         f"| {rs[0]['default_doc'].split(':', 1)[-1].strip() if ':' in rs[0]['default_doc'] else rs[0]['default_doc']} |")
     c = res.get("conversion")
     if c:
-        lines += ["", f"Conversion of a K={c['K']}, d={c['d']} full GMM (seconds, wall / CPU):", "",
+        lines += ["", f"Conversion of a K={c['K']}, d={c['d']} full GaussianMixture (seconds):", "",
                   "| step | wall | CPU |", "|---|---|---|"]
-        for key in ("to_onnx_float32", "to_onnx_auto", "from_onnx"):
-            label = key + (f" (compute {c[key]['compute']})" if "compute" in c[key] else "")
-            lines.append(f"| {label} | {c[key]['wall']:.2f} | {c[key]['cpu']:.2f} |")
-    p = res["profile"]
-    lines += ["", f"onnxruntime profile of the full graph, K={p['K']}, d={p['d']}, N={p['N']} "
-                  f"(log_likelihood only, compute float32; numpy X@Wᵀ {_ms(p['numpy_matmul'])} ms):", "",
-              "| operator | ms per run | share |", "|---|---|---|"]
-    for op, sec in p["seconds_per_op_type"].items():
-        lines.append(f"| {op} | {_ms(sec)} | {p['share_per_op_type'][op]:.0%} |")
-    lines += ["", f"Graph as written: {' → '.join(p['graph_nodes'])}.", "",
-              f"After onnxruntime's optimizations: {' → '.join(p['optimized_nodes'])}."]
+        for key, val in c["library"].items():
+            lines.append(f"| library: {key} | {val['wall']:.2f} | {val['cpu']:.2f} |")
+        for key, val in c["cli"].items():
+            lines.append(f"| CLI: `gmmnet {key}` | {val['wall']:.2f} | – |" if key.startswith("to-")
+                         else f"| {key} | {val['wall']:.2f} | – |")
+        for key, val in c["profile"].items():
+            lines += ["", f"cProfile of {key} ({val['wall']:.2f} s under the profiler), by cumulative time:", "",
+                      "| function | calls | cumulative s | own s |", "|---|---|---|---|"]
+            lines += [f"| `{r['function']}` | {r['calls']} | {r['cumulative']:.2f} | {r['own']:.2f} |" for r in val["top"]]
+    p = res.get("profiles")
+    if p:
+        K, d, N = p["size"]
+        lines += ["", f"onnxruntime profiles at K={K}, d={d}, N={N} (share of kernel time per operator type; "
+                  "1 thread / " f"{env['threads']} threads):", ""]
+        for ct in COV_TYPES:
+            for key in ("skl2onnx", "default"):
+                one, two = p[ct][key]["threads_1"], p[ct][key][f"threads_{env['threads']}"]
+                shares = ", ".join(f"{op} {one['share_per_op_type'][op]:.0%}/{two['share_per_op_type'].get(op, 0):.0%}"
+                                   for op in list(one["share_per_op_type"])[:7])
+                scan = one.get("scan_overhead_seconds")
+                lines.append(f"- {ct} {key} ({_ms(one['total_seconds'])} ms of kernels on 1 thread"
+                             + (f", Scan's own overhead {_ms(scan)} ms" if scan is not None else "") + f"): {shares}")
+            lines.append(f"  - default as written: {' → '.join(p[ct]['default']['threads_1']['graph_ops'])}")
+            lines.append(f"  - after onnxruntime's optimizations: "
+                         f"{' → '.join(p[ct]['default']['threads_1']['optimized_ops'])}")
+    if res.get("ranks"):
+        lines += ["", "Rank truncation (today's exporter; ms and log-likelihood error):", "",
+                  "| K | d | N | rank | completed | K·r float32 | K·r auto | err completed | err K·r float32 | err K·r auto |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res["ranks"]:
+            t, e = r["seconds"], r["log_likelihood_error"]
+            lines.append(f"| {r['K']} | {r['d']} | {r['N']} | {r['rank']} | {_ms(t['completed'])} | {_ms(t['kr_float32'])} "
+                         f"| {_ms(t['kr_auto'])} ({r['compute_auto']}) | {e['completed']:.1e} | {e['kr_float32']:.1e} "
+                         f"| {e['kr_auto']:.1e} |")
     return "\n".join(lines)
 
 
@@ -454,35 +737,55 @@ def main(argv=None) -> int:
     os.environ.setdefault("MKL_NUM_THREADS", str(args.threads))
     import numpy as np
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    json_path = args.json or os.path.join(here, "results.json")
-    doc_path = args.doc or os.path.join(os.path.dirname(here), "docs", "performance.md")
+    if args.sizes:
+        args.sizes = [tuple(int(v) for v in s.split(",")) for s in args.sizes.split(";")]
+    else:
+        args.sizes = QUICK_SIZES if args.quick else SIZES
+    json_path = args.json or os.path.join(HERE, "results.json")
+    doc_path = args.doc or os.path.join(os.path.dirname(HERE), "docs", "performance.md")
     rng = np.random.default_rng(0)
-    res = {"environment": environment(args), "sizes": []}
-    for K, d, N in (QUICK_SIZES if args.quick else SIZES):
-        for ct in COV_TYPES:
-            r = bench_size(K, d, N, ct, args, rng)
-            res["sizes"].append(r)
-            t, q = r["seconds"], r["ratios"]
-            print(f"K={K:3d} d={d:3d} N={N:6d} {ct:9s} sklearn {_ms(t['sklearn']):>8} skl2onnx {_ms(t['skl2onnx']):>8} "
-                  f"gmmnet {_ms(t['gmmnet']):>8} auto[{r['compute_auto']}] {_ms(t['gmmnet_auto']):>8} "
-                  f"numpy {_ms(t['numpy']):>8} ms | /skl2onnx {q['gmmnet/skl2onnx']:.2f} /sklearn "
-                  f"{q['gmmnet/sklearn']:.2f} /numpy {q['gmmnet/numpy']:.2f}", flush=True)
-    res["ranks"] = bench_ranks(args, rng)
-    for r in res["ranks"]:
-        print(f"rank {r['rank']:3d} of d={r['d']}: " + ", ".join(f"{k} {_ms(v)} ms" for k, v in r["seconds"].items()),
-              flush=True)
-    if not args.no_conversion:
+    res = {"environment": {**environment(args), "sizes": [list(s) for s in args.sizes]}, "sizes": []}
+    if args.resume and os.path.exists(json_path):  # keep what an interrupted run measured
+        with open(json_path) as f:
+            old = json.load(f)
+        res = {**old, "environment": {**res["environment"], "resumed_from_load_average": old["environment"].get(
+            "load_average_start")}}
+    done = {(r["K"], r["d"], r["N"], r["covariance_type"], r["source"]) for r in res["sizes"]}
+
+    def save():
+        with open(json_path + ".tmp", "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(json_path + ".tmp", json_path)
+
+    for i, (K, d, N) in enumerate(args.sizes if "sizes" in args.sections else []):
+        for source in (("GMM", "BGM") if i == 0 else ("GMM",)):
+            for ct in COV_TYPES:
+                if (K, d, N, ct, source) in done:
+                    continue
+                case = bench_case(K, d, N, ct, source, args)
+                res["sizes"].append(case)
+                save()
+                w, e = case["timing"]["wall"], case["errors"]
+                dflt = case["default"]
+                print(f"{source} K={K:3d} d={d:3d} N={N:6d} {ct:9s} overlap {case['overlap']['max_resp_below_0.99']:.0%} | "
+                      f"default {dflt}: wall {_ratio(w[dflt])} cpu {_ratio(case['timing']['cpu'][dflt])} "
+                      f"ll {e[dflt]['log_likelihood']:.1e} resp {e[dflt]['responsibilities']:.1e} | skl2onnx "
+                      f"ll {e['skl2onnx']['log_likelihood']:.1e} resp {e['skl2onnx']['responsibilities']:.1e} | "
+                      f"today {_ratio(w['gmmnet'])}", flush=True)
+    if "profiles" in args.sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            res["profiles"] = bench_profiles(args, tmp)
+        print("profiles done", flush=True)
+    if "datasets" in args.sections:
+        res["datasets"] = bench_datasets(args)
+    if "conversion" in args.sections:
         res["conversion"] = bench_conversion(args, rng)
-        print("conversion:", json.dumps(res["conversion"]), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        res["profile"] = profile(args, rng, tmp)
-    print("profile:", json.dumps(res["profile"]["share_per_op_type"]), flush=True)
+        print("conversion:", json.dumps({**res["conversion"]["library"], **res["conversion"]["cli"]}), flush=True)
+    if "ranks" in args.sections:
+        res["ranks"] = bench_ranks(args, rng)
     res["environment"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    with open(json_path, "w") as f:
-        json.dump(res, f, indent=1)
-    table = markdown(res)
-    write_doc(doc_path, table)
+    save()
+    write_doc(doc_path, markdown(res))
     print(f"wrote {json_path} and {doc_path}")
     return 0
 
