@@ -683,7 +683,7 @@ def build(plan: ExportPlan):
 
 
 def _declines(model, options: ExportOptions) -> str | None:
-    if options.layout != "neurons":  # the deep exporter writes neurons only
+    if options.layout == "quadratic":  # the deep exporter writes neurons only
         return (f"layout={options.layout!r} applies to a single diag/spherical mixture, not to a hierarchy or with the "
                 "deep options (shifted_relu, intensity, level outputs); use layout='neurons'")
     return None
