@@ -1641,6 +1641,14 @@ def _metadata_transform(model, reading: GraphReading):
     return t
 
 
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm: each neuron is stored to its own relative precision, so a neuron
+    λ^-½ v of a wide direction (tiny weights) counts as much in the rank test as a narrow one."""
+    r = np.linalg.norm(rows, axis=1, keepdims=True)
+    r[r == 0] = 1.0
+    return rows / r
+
+
 def _span_transform(reading: GraphReading):
     """(Q, 0) when the first level's rows span k < n_features directions (Q: an orthonormal basis), else None."""
     from ...ir import InputTransform
@@ -1649,16 +1657,18 @@ def _span_transform(reading: GraphReading):
     d = W0.shape[1]
     rcond = SPAN_RCOND[reading.dtype]
     if W0.shape[0] >= d:  # cheap and usual: the first d neurons already span everything
-        s0 = np.linalg.norm(W0[:d], axis=0)
+        top = _unit_rows(W0[:d])
+        s0 = np.linalg.norm(top, axis=0)
         if np.all(s0 > 0):
-            sv = np.linalg.svd(W0[:d] / s0, compute_uv=False)
+            sv = np.linalg.svd(top / s0, compute_uv=False)
             if sv[-1] > rcond * sv[0]:
                 return None
     rows = np.concatenate([r for r in _level0_rows(reading) if r.size], axis=0)
-    s = np.linalg.norm(rows, axis=0)
+    check_bytes(8.0 * rows.shape[0] * d * 3, f"the span of the first layer ({rows.shape[0]} × {d})")
+    unit = _unit_rows(rows)
+    s = np.linalg.norm(unit, axis=0)
     s[s == 0] = 1.0
-    check_bytes(8.0 * rows.shape[0] * d * 2, f"the span of the first layer ({rows.shape[0]} × {d})")
-    _, sv, vh = np.linalg.svd(rows / s, full_matrices=False)
+    _, sv, vh = np.linalg.svd(unit / s, full_matrices=False)
     k = int(np.sum(sv > rcond * sv[0])) if sv.size and sv[0] > 0 else 0
     if k == 0 or k == d:
         return None

@@ -320,7 +320,7 @@ def log_likelihood(doc, x) -> np.ndarray:
     distances), as :class:`gmmnet.hierarchy.HierarchicalGaussianMixture` scores.
     """
     x = np.asarray(x, dtype=np.float64)
-    if doc.input_transform is not None:
+    if isinstance(doc, Hierarchy) and doc.input_transform is not None:  # a Mixture's: linalg applies it
         x = doc.input_transform.apply(x)
     levels = doc.levels if isinstance(doc, Hierarchy) else [doc]
     for m in levels[:-1]:
