@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,15 +26,11 @@ def test_ground_floor_and_the_sklearn_format_import_nothing_above_them():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="pending (export and read engineers): formats.onnx.classifier -> pipeline, "
-                                       "formats.onnx.deep -> hierarchy, recover -> formats.onnx.deep/read")
 def test_every_import_points_down():
     res = lint("layers")
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="pending (export and read engineers): formats.torch -> recover -> formats.onnx; "
-                                       "formats.onnx -> pipeline/hierarchy/the package root -> formats.sklearn")
 def test_no_format_module_imports_another():
     res = lint("formats")
     assert res.returncode == 0, res.stdout + res.stderr

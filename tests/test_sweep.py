@@ -136,12 +136,8 @@ def fitted(name: str):
 # ---------------------------------------------------------------------------
 # what fails today (the lead removes each entry when its fix lands on main)
 
-_ITEM2 = "pending issue 13 item 2: reader cuts the rank (RANK_RCOND 1e-9 on W's singular values) and exits 0"
-
-KNOWN = {
-    ("skl2onnx_graph", "BGM-full-1e6"): _ITEM2,  # float32 and float64 graphs alike
-    ("skl2onnx_graph", "BGM-tied-1e6"): _ITEM2,
-}
+#: (kind, model) → reason; empty since issue 13's items landed.
+KNOWN: dict[tuple, str] = {}
 
 
 def _params(kind: str, *axes):

@@ -53,7 +53,7 @@ from ... import linalg
 from ...errors import UnsupportedModelError, UsageError
 from ...ir import Hierarchy, Mixture
 from .fold import Fold, check_folded
-from .graph import Graph, gmmnet_version, make_model, rounder, set_metadata
+from .graph import Graph, gmmnet_version, head_constants, make_model, rounder, set_metadata
 from .options import ACTIVATIONS, CENTERINGS, INTENSITIES, LEVEL_OUTPUT_KINDS, OUTPUTS, ExportOptions, level_outputs
 from .plan import ExportPlan, Exporter, check_weight_bytes, register_exporter, rename_outputs
 
@@ -106,7 +106,7 @@ def _prepare(mixture, fold: Fold | None = None) -> _Level:
             res_inv.append(0.0)
     W, means, bias = np.concatenate(Ws), mixture.means.astype(np.float64), None
     level = _Level(K=mixture.n_components, d=mixture.n_features, W=W, means=means, owner=np.array(owner),
-                   coef=np.concatenate(coef), res_inv=np.array(res_inv), consts=linalg.component_log_terms(mixture),
+                   coef=np.concatenate(coef), res_inv=np.array(res_inv), consts=head_constants(linalg.component_log_terms(mixture)),
                    ranks=ranks)
     if fold is None:
         return level

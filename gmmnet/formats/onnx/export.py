@@ -43,7 +43,7 @@ from ...errors import InvalidModelError, UnsupportedModelError, UsageError
 from ...ir import Hierarchy, Mixture
 from ...tolerances import tol
 from .fold import Fold, check_folded
-from .graph import Graph, gmmnet_version, make_model, rounder, set_metadata
+from .graph import Graph, gmmnet_version, head_constants, make_model, rounder, set_metadata
 from .options import (ACTIVATIONS, CENTERINGS, COMPUTES, DEFAULT_OUTPUTS, DTYPES, LAYOUTS as LAYOUT_NAMES, MAX_OPSET,
                       MIN_OPSET, OUTPUTS, ExportOptions)
 from .plan import ExportPlan, Exporter, check_weight_bytes, register_exporter, rename_outputs
@@ -170,7 +170,7 @@ def _prepare(mixture, transform=None, *, complete: bool = False) -> _Prepared:
     K, r = mixture.n_components, mixture.n_features
     ct = mixture.covariance_type
     common = dict(
-        K=K, r=r, consts=linalg.component_log_terms(mixture), weights=mixture.weights, kept=[c.rank for c in comps],
+        K=K, r=r, consts=head_constants(linalg.component_log_terms(mixture)), weights=mixture.weights, kept=[c.rank for c in comps],
         labels=[[f"c{k}/pc{i}" for i in range(c.rank)] for k, c in enumerate(comps)], fold=fold,
     )
     means = mixture.means.astype(np.float64)

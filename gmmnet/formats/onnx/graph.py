@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Graph", "gmmnet_version", "make_model", "rounder", "set_metadata"]
+__all__ = ["ABSENT_LOG_TERM", "Graph", "gmmnet_version", "head_constants", "make_model", "rounder", "set_metadata"]
+
+
+#: The head constant of a component with weight 0 (log 0): finite, so that the graph holds no
+#: infinities, and so far below any other that exp(L_k − max L) is exactly 0 in float32 and float64.
+ABSENT_LOG_TERM = -1e30
+
+
+def head_constants(consts: np.ndarray) -> np.ndarray:
+    """c_k for the head: −inf (a component with weight 0) becomes :data:`ABSENT_LOG_TERM`."""
+    consts = np.asarray(consts, dtype=np.float64)
+    return np.where(np.isneginf(consts), ABSENT_LOG_TERM, consts)
 
 
 def rounder(dtype: str):

@@ -41,6 +41,8 @@ __all__ = ["MAX_PROBES", "MIN_PROBES", "verify"]
 MAX_PROBES = 512
 MIN_PROBES = 16
 PROBE_WORK = 2e8
+#: A component scoring this many nats below a row's best adds exactly nothing there (exp(−745) underflows in float64).
+NEGLIGIBLE_NATS = 800.0
 
 
 def _skip(why: str) -> dict:
@@ -177,10 +179,9 @@ def _inputs(z: np.ndarray, transform, rng) -> np.ndarray:
     """Rows of the graph's input x with A x + c = z (a right inverse of A), plus a null-space part."""
     if transform is None:
         return z
-    from .read import _right_inverse
 
     A, c = transform.matrix, transform.offset
-    R = _right_inverse(A)
+    R = linalg.right_inverse(A)
     x = (z - c) @ R.T
     if A.shape[0] < A.shape[1]:  # directions the graph must ignore: probe them too
         spread = np.std(x, axis=0) + np.abs(np.mean(x, axis=0)) * 1e-3
@@ -227,7 +228,7 @@ def _runner(model, name: str, n_comp: int):
 
 def _scores(doc, x: np.ndarray, kind: str) -> np.ndarray:
     """The recovered component scores at rows x of the graph's input."""
-    if doc.input_transform is not None:
+    if isinstance(doc, Hierarchy) and doc.input_transform is not None:  # a Mixture's: linalg applies it
         x = doc.input_transform.apply(x)
     levels = doc.levels if isinstance(doc, Hierarchy) else [doc]
     for m in levels[:-1]:
@@ -237,7 +238,16 @@ def _scores(doc, x: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _error(g: np.ndarray, m: np.ndarray, kind: str) -> float:
-    """max |g − m| / (1 + |g|); squared distances compared up to a per-component constant."""
+    """max |g − m| / (1 + |g|); squared distances compared up to a per-component constant.
+
+    A component of weight 0 in the mixture (score −inf) agrees with a graph whose score for it is
+    :data:`NEGLIGIBLE_NATS` below the row's best (a finite constant such as the exporter's
+    ``ABSENT_LOG_TERM``, or digamma log-weights of −5e7): exp of the gap is 0 in float64, so the
+    component adds nothing to the likelihood or the responsibilities in either."""
+    if kind == "log_joint":
+        with np.errstate(invalid="ignore"):
+            gap = np.max(g, axis=1, keepdims=True) - g
+        g = np.where(np.isneginf(m) & (gap > NEGLIGIBLE_NATS), -np.inf, g)
     both = np.isfinite(g) & np.isfinite(m)
     if np.any(np.isfinite(g) != np.isfinite(m)) or np.any((~both) & (g != m)):
         return float("inf")
