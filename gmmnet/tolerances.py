@@ -66,8 +66,10 @@ TOL: dict[str, Tolerance] = {
     # layer: the graph on raw x against Pipeline.score_samples / predict_proba
     "pipeline_float32_ll": Tolerance(1e-5, "float32 graph (default compute) of a mixture behind an input transform, "
                                            "log_likelihood vs the Pipeline, relative (raw data)", ("docs/onnx-graph.md",)),
-    "pipeline_float32_resp": Tolerance(1e-6, "float32 graph (default compute) of a mixture behind an input "
-                                             "transform, responsibilities vs the Pipeline, absolute (raw data)",
+    "pipeline_float32_resp": Tolerance(1e-5, "float32 graph (default compute) of a mixture behind an input "
+                                             "transform, responsibilities vs the Pipeline, absolute (raw data); "
+                                             "float32 arithmetic where predicted within default_resp (measured "
+                                             "up to 3.2e-6); compute='float64' keeps float32_resp",
                                        ("docs/onnx-graph.md",)),
     "pipeline_float64_ll": Tolerance(1e-9, "float64 graph of a mixture behind an input transform, log_likelihood vs "
                                            "the Pipeline, relative (raw data)", ("docs/onnx-graph.md",)),

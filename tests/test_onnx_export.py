@@ -556,9 +556,10 @@ def test_one_product_per_component(rng):
         model = to_onnx(mix, dtype="float64")
         ops = [n.op_type for n in model.graph.node]
         assert ops.count("Gemm") == k and ops.count("ReduceSumSquare") == k and "Abs" not in ops
+        assert _meta(model)["centering"] == "none"  # float64: rows (w_i, b_i) over [x, 1], the bias in the product
         for c in range(k):
             w = next(i for i in model.graph.initializer if i.name == f"layer0/c{c}/W")
-            assert list(w.dims) == [d, d]
+            assert list(w.dims) == [d, d + 1]
         relu = to_onnx(mix, dtype="float64", activation="relu")
         gemms = [n for n in relu.graph.node if n.op_type == "Gemm"]
         assert len(gemms) == 1

@@ -801,10 +801,14 @@ def _activate(g: Graph, p: _Prepared, relu: bool, z: str, kind: str, want: set, 
 def _full_split_d2(g: Graph, p: _Prepared, x: str, centering: str, want: set, emit) -> str:
     """full, Abs neurons: D² [N, K] from one Gemm per component, each summed in squares at once.
 
-    Component k's neurons z_k = W_k (x − μ_k) (centred per component: x − μ_hi − μ_lo, no bias;
-    else W_k (x − c) + b_k) are an (N, r) Gemm ``layer0/c{k}/linear`` whose output the sum of
-    squares reads while it is fresh (|z|² = z²: no Abs pass).  ``distances`` concatenates them
-    into ``layer0/linear`` and takes the Abs beside the D² path.
+    Component k's neurons z_k = W_k (x − μ_k) are an (N, r) Gemm ``layer0/c{k}/linear`` whose
+    output the sum of squares reads while it is fresh (|z|² = z²: no Abs pass).  Centred per
+    component, its input is x − μ_hi − μ_lo and it has no bias.  Otherwise its input is
+    [x − c, 1] (``layer0/homogeneous``: a column of ones appended once) and its rows are the
+    neurons (w_i, b_i) with b_i = −w_i·(μ_k − c): the bias rides in the product, where a Gemm's C
+    input would cost onnxruntime one more pass over every (N, r) output (measured: 0.86× the time
+    of the C form at K = 32, d = 64).  ``distances`` concatenates the z_k into ``layer0/linear``
+    and takes the Abs beside the D² path.
     """
     W = p.rounded_W(g.dtype)
     if centering == "component":
@@ -812,17 +816,25 @@ def _full_split_d2(g: Graph, p: _Prepared, x: str, centering: str, want: set, em
         offs = None
     else:
         x, offs = _centre_input(g, p, x, centering)
+        col = g.node("Slice", [x, g.ints("layer0/ones_start", [0]), g.ints("layer0/ones_end", [1]),
+                               g.ints("axes/1", [1])], "layer0/first_column", "x[:, :1]")
+        col = g.node("Mul", [col, g.const("layer0/zero", np.array(0.0))], "layer0/zeros", "0 * x[:, :1]")
+        col = g.node("Add", [col, g.const("layer0/one", np.array(1.0))], "layer0/ones", "a column of ones: (N, 1)")
+        x = g.node("Concat", [x, col], "layer0/homogeneous", "[x, 1]: (N, d + 1), so that the bias rides in the "
+                   "product", axis=1)
     parts, sums = [], []
     for k in range(p.K):
-        ins = [x]
         if offs is None:
-            ins = [_center(g, x, hi[k], lo[k], f"layer0/c{k}", f"mean of component {k}")]
-        ins.append(g.const(f"layer0/c{k}/W", W[k], f"component {k} neurons, row i = w_i = lambda_i^-1/2 v_i"))
-        b = None if offs is None else -(W[k] @ offs[k])
-        if p.bias is not None:
-            b = p.bias[k] if b is None else b + p.bias[k]
-        if b is not None:
-            ins.append(g.const(f"layer0/c{k}/b", b, f"component {k} biases b = -w (mu_{k} - centre)"))
+            ins = [_center(g, x, hi[k], lo[k], f"layer0/c{k}", f"mean of component {k}"),
+                   g.const(f"layer0/c{k}/W", W[k], f"component {k} neurons, row i = w_i = lambda_i^-1/2 v_i")]
+            if p.bias is not None:
+                ins.append(g.const(f"layer0/c{k}/b", p.bias[k], "-W r_k: the centre's offset from the input "
+                                   "transform's range"))
+        else:
+            b = -(W[k] @ offs[k]) + (0.0 if p.bias is None else p.bias[k])
+            ins = [x, g.const(f"layer0/c{k}/W", np.concatenate([W[k], b[:, None]], axis=1),
+                              f"component {k} neurons, row i = (w_i, b_i): w_i = lambda_i^-1/2 v_i, "
+                              f"b_i = -w_i (mu_{k} - centre)")]
         z = g.node("Gemm", ins, f"layer0/c{k}/linear", f"z = W_{k} (x - mu_{k}): (N, r), neurons "
                    + ",".join(p.labels[k]), transB=1)
         parts.append(z)
@@ -1364,11 +1376,13 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
     if opts.output_names != "gmmnet":
         meta["output_names"] = opts.output_names
     set_metadata(model, meta)
-    if model.ir_version >= 10:  # per-node metadata: the neuron names on the linear node
+    if model.ir_version >= 10:  # per-node metadata: the neuron names on the linear node(s)
+        per_component = {f"layer0/c{k}/linear": ",".join(labs) for k, labs in enumerate(p.labels)}
         for n in model.graph.node:
-            if n.name == "layer0/linear":
+            if n.name == "layer0/linear" or (n.name in per_component and n.op_type == "Gemm"):
                 entry = n.metadata_props.add()
-                entry.key, entry.value = "neurons", _neuron_list(p)
+                entry.key, entry.value = "neurons", (_neuron_list(p) if n.name == "layer0/linear"
+                                                     else per_component[n.name])
     rename_outputs(model, opts.output_names)
     onnx.checker.check_model(model, full_check=True)
     return model
