@@ -781,7 +781,7 @@ def main(argv=None) -> int:
                       f"default {dflt}: wall {_ratio(w[dflt])} cpu {_ratio(case['timing']['cpu'][dflt])} "
                       f"ll {e[dflt]['log_likelihood']:.1e} resp {e[dflt]['responsibilities']:.1e} | skl2onnx "
                       f"ll {e['skl2onnx']['log_likelihood']:.1e} resp {e['skl2onnx']['responsibilities']:.1e} | "
-                      f"today {_ratio(w['gmmnet'])}", flush=True)
+                      f"accurate (compute float64) {_ratio(w['gmmnet_f64'])}", flush=True)
     if "profiles" in args.sections:
         with tempfile.TemporaryDirectory() as tmp:
             res["profiles"] = bench_profiles(args, tmp)
