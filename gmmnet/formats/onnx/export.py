@@ -470,6 +470,12 @@ def _choose_compute(p: _Prepared, opts: ExportOptions, mixture=None) -> tuple[st
     return mode, preds[mode][0], reason, preds[mode][1]
 
 
+def float32_neuron_prediction(p: _Prepared) -> dict:
+    """Predicted errors of a float32 neuron layer and float32 head with centering "auto" (the deep
+    exporter's gate for each level; the single-mixture graph may sum its squares in float64 instead)."""
+    return _predict(p, _choose_centering(p, "float32")[0], "float32", "float32")
+
+
 def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", layout: str = "auto",
                      centering: str = "auto") -> dict:
     """Predicted worst errors of the graph :func:`to_onnx` would write, with the choices made.
