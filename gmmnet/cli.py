@@ -373,6 +373,8 @@ def _print_calibration(cal: dict, stream=None) -> None:
               + ", ".join(_fmt(v) for v in cal["kl"]["components"]), file=stream)
     print("largest angle a direction would move under a free full-covariance step (degrees): "
           + ", ".join(_fmt(c["free_step_angle_max_deg"]) for c in cal["components"]), file=stream)
+    for note in cal.get("notes", []):
+        print(f"note: {note}", file=stream)
 
 
 def _status_stream(args):

@@ -987,7 +987,9 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         holds both mixtures' mean log-likelihood per row on ``data`` and ``held_out``, the same
         for one free full-covariance M-step from the calibrated memberships, the KL from the
         calibrated to the inverted mixture (closed form per component and Monte Carlo for the
-        mixture), and per component the angle each direction would move under that free step.
+        mixture), per component the angle each direction would move under that free step, the
+        ``residual`` used and ``notes`` (a line per component whose full residual had no more
+        rows than missing directions).
     """
     from .limits import check_bytes
 
@@ -1031,7 +1033,8 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
             vals, vecs, s2 = fit["variances"][k], dirs[k], fit["residuals"][k]
             if fit["complements"][k] is not None:  # full residual: the complement's eigenvectors join the layer's
                 cvals, cvecs = np.linalg.eigh(s2)
-                vecs, vals, s2 = np.concatenate([vecs, cvecs.T @ fit["complements"][k]]), np.concatenate([vals, cvals]), None
+                vecs = np.concatenate([vecs, cvecs.T @ fit["complements"][k]])
+                vals, s2 = np.concatenate([vals, cvals]), None
             if vecs is not None and not axis:  # keep the IR's convention: eigenvalues descending, rows with them
                 vecs, vals = linalg._sorted_desc(vecs, vals)
             if axis:  # diag stays diag: the axes in order
@@ -1043,6 +1046,7 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         report = _calibration_report(inverted, calibrated, fit, x, xt, [_directions(c, d) for c in comps],
                                      reg_covar, kl_samples, seed)
     report["residual"] = residual
+    report["notes"] = _complement_notes(fit, x.shape[0], d, reg_covar)
     report["log_constants_folded"] = bool(np.any(mixture.log_constants != 0))
     extra = {"calibrated_from": mixture.provenance.source, "n_train": str(x.shape[0]),
              "n_held_out": str(0 if xt is None else xt.shape[0]), "iterations": str(fit["n_iter"]),
@@ -1053,6 +1057,18 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         "provenance": Provenance(source="gmmnet.recover:calibrate", versions=library_versions(), extra=extra),
     })
     return calibrated, report
+
+
+def _complement_notes(fit, n: int, d: int, reg: float) -> list[str]:
+    """A note per component whose full residual had no more rows (N_k) than directions to fill (d − r_k)."""
+    notes = []
+    for k, q in enumerate(fit["complements"]):
+        n_k = float(fit["weights"][k]) * n
+        if q is not None and n_k <= q.shape[0]:
+            notes.append(f"component {k}: {n_k:.0f} rows for the {q.shape[0]} directions its layer lacks: the "
+                         f"covariance there is singular but for reg_covar ({reg:g}); residual='isotropic' "
+                         "(--residual isotropic) fits one variance instead")
+    return notes
 
 
 def _calibration_report(inverted, calibrated, fit, x, xt, dirs, reg, kl_samples, seed) -> dict:

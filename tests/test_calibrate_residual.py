@@ -60,7 +60,8 @@ def test_full_residual_recovers_the_true_covariance(narrow):
         assert mean_error_sigma(c, t) <= tol("calibration_planted_mean")
         assert abs(c.weight - t.weight) < 0.01
         # along the layer's directions the two residual models estimate the same variances
-        lam_full = np.einsum("ij,jk,ik->i", inv.eigenvectors, linalg.covariance(c.eigenvectors, c.eigenvalues), inv.eigenvectors)
+        lam_full = np.einsum("ij,jk,ik->i", inv.eigenvectors, linalg.covariance(c.eigenvectors, c.eigenvalues),
+                             inv.eigenvectors)
         lam_iso = np.einsum("ij,jk,ik->i", inv.eigenvectors,
                             linalg.covariance(ci.eigenvectors, ci.eigenvalues, ci.residual_variance), inv.eigenvectors)
         np.testing.assert_allclose(lam_full, lam_iso, rtol=1e-3)
@@ -79,6 +80,7 @@ def test_full_residual_scores_better_held_out_and_reports_it(narrow):
     assert ll["calibrated"]["held_out"] > ll_iso["calibrated"]["held_out"] + 0.1
     assert abs(ll["free_step"]["held_out"] - ll["calibrated"]["held_out"]) < 0.01
     assert full.provenance.extra["residual"] == "full"
+    assert rep["notes"] == []  # 4,800 to 12,000 rows per component for 3 missing directions
     for p in rep["components"]:
         assert p["residual_variance"]["calibrated"] is None and p["residual_variance"]["inverted"] is not None
 
@@ -104,6 +106,25 @@ def test_full_residual_em_never_decreases_the_likelihood(narrow):
                                     [c.eigenvalues for c in comps], [c.residual_variance for c in comps],
                                     inverted.weights, tol=1e-10, max_iter=500)
     assert fit["log_likelihood"] > iso["log_likelihood"]
+
+
+def test_too_few_rows_for_the_complement_are_noted():
+    """24-60 rows per component for 38 missing directions: the full residual overfits, and says so."""
+    spectrum = np.concatenate([[25.0, 9.0], np.geomspace(4.0, 1.0, 38)])
+    truth, x, W, b, r = planted(seed=1, n=150, d=40, spectrum=spectrum, rank=2, mean_offset=0.5)
+    x = x[np.random.default_rng(0).permutation(len(x))]
+    train, test = holdout_split(len(x))
+    inverted, _ = from_layers(W, b, groups=r, data=x[train])
+    _, full = calibrate(inverted, x[train], held_out=x[test], kl_samples=0)
+    _, iso = calibrate(inverted, x[train], held_out=x[test], kl_samples=0, residual="isotropic")
+    n_k = [p["weight"]["calibrated"] * train.size for p in full["components"]]
+    noted = [k for k, n in enumerate(n_k) if n <= 38]
+    assert noted and len(full["notes"]) == len(noted)
+    assert all(note.startswith(f"component {k}:") and "residual='isotropic'" in note
+               for k, note in zip(noted, full["notes"]))
+    assert iso["notes"] == []
+    # held out, the singular complement costs far more than one variance for 38 directions
+    assert full["log_likelihood"]["calibrated"]["held_out"] < iso["log_likelihood"]["calibrated"]["held_out"] - 100
 
 
 def test_log_joint_of_a_full_residual_matches_the_dense_gaussian(rng):
