@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from .errors import InvalidModelError
+from .limits import serial_blas
 
 SCHEMA_VERSION = "1.1"
 #: Versions this code reads: 1.0 lacks input transforms and stores diag/spherical directions as
@@ -268,8 +269,6 @@ class Component(_Base):
 
 def _orthonormality_error(v: np.ndarray) -> float:
     """max |V Vᵀ − I| (one symmetric product, single-threaded: K of them run in a loop)."""
-    from .linalg import serial_blas
-
     with serial_blas():
         gram = v @ v.T
     gram[np.diag_indices_from(gram)] -= 1.0

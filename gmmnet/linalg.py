@@ -10,14 +10,12 @@ reference scoring here takes the raw rows x and applies the transform first.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 
 from .errors import InvalidModelError, UsageError
+from .limits import serial_blas
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -27,26 +25,7 @@ FAST_BASIS_MAX_CONDITION = 1e3
 
 
 # ---------------------------------------------------------------------------
-# BLAS threads
-
-_blas_controller = None
-
-
-@contextmanager
-def serial_blas() -> Iterator[None]:
-    """Run BLAS and LAPACK single-threaded inside the block.
-
-    Per-component work (K decompositions or products of d×d matrices) gains nothing from BLAS
-    threads, and on a loaded machine OpenBLAS's spinning threads make it 10–25× slower.
-    """
-    global _blas_controller
-    if _blas_controller is None:
-        import scipy.linalg  # noqa: F401 - load scipy's BLAS too, so that the controller sees it
-        from threadpoolctl import ThreadpoolController
-
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
-        yield
+# BLAS threads (serial_blas lives in gmmnet.limits, with the other resource limits)
 
 
 def _map_threads(fn, items) -> None:
@@ -404,6 +383,13 @@ def sample(mixture, n_rows: int, seed: int = 0) -> np.ndarray:
 
 # ---------------------------------------------------------------------------
 # Input transforms z = A x + c (a Pipeline's affine steps): fold, unfold, raw coordinates
+
+
+def right_inverse(A: np.ndarray) -> np.ndarray:
+    """R with A R = I for A of full row rank, from the column-equilibrated A (scale-safe)."""
+    s = np.linalg.norm(A, axis=0)
+    s[s == 0] = 1.0
+    return np.linalg.pinv(A / s) / s[:, None]
 
 
 def preimage(transform, z: np.ndarray) -> np.ndarray:

@@ -142,11 +142,12 @@ def test_cli_hostile_pickles(tmp_path):
     (tmp_path / "sph.pkl").write_bytes(pickle.dumps(fake(1, 30_000, "spherical")))
     (tmp_path / "diag.pkl").write_bytes(pickle.dumps(fake(2, 20_000, "diag")))
     (tmp_path / "rank1.json").write_text(_rank1(30_000).to_json())
+    # the child's own peak (VmHWM, reset by exec): ru_maxrss keeps the forked pytest process's RSS across exec
     code = (
-        "import resource, sys\nfrom gmmnet import cli\n"
+        "import re, sys\nfrom gmmnet import cli\n"
         "for f in ('sph.pkl', 'diag.pkl', 'rank1.json'):\n"
         "    assert cli.main(['to-onnx', f, '-o', f + '.onnx']) == 0, f\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})

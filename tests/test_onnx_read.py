@@ -744,7 +744,7 @@ def test_sparse_row_operators_match_dense():
     """The sparse row maps used for neuron-level values agree with the dense einsum path."""
     import scipy.sparse as sp
 
-    from gmmnet.formats.onnx.read import _Lin, _matmul_rows, _sum_rows
+    from gmmnet.formats.onnx.walk import _Lin, _matmul_rows, _sum_rows
 
     rng = np.random.default_rng(9)
     for shape, B in (((3, 4), rng.standard_normal((4, 5))), ((2, 3, 4), rng.standard_normal((2, 4, 6))),

@@ -21,7 +21,7 @@ from test_onnx_read import gemm_graph, run_graph, strip
 
 from gmmnet import linalg, recover
 from gmmnet.errors import InvalidModelError, ResourceLimitError, UnsupportedModelError
-from gmmnet.formats.onnx import from_onnx, read, readback
+from gmmnet.formats.onnx import from_onnx, readback, walk
 from gmmnet.formats.onnx.read import read_layers, supported_ops
 from gmmnet.limits import set_max_memory
 from gmmnet.tolerances import tol
@@ -277,7 +277,7 @@ def test_programming_errors_surface(monkeypatch, rng):
     def broken(self, node, ins):
         raise ZeroDivisionError("a bug in a handler")
 
-    monkeypatch.setitem(read._RULES, "Abs", read.OpRule("Abs", broken))
+    monkeypatch.setitem(walk._RULES, "Abs", walk.OpRule("Abs", broken))
     with pytest.raises(ZeroDivisionError, match="a bug in a handler"):
         read_layers(model)
 
@@ -294,7 +294,7 @@ def test_unknown_ops_are_refused_listing_the_registry():
 
 
 def test_every_registered_op_says_what_it_does():
-    for op, rule in read._RULES.items():
+    for op, rule in walk._RULES.items():
         assert rule.summary, op
         assert rule.read is not None or rule.after_head or rule.intensity, op
 

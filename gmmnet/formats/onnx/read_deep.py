@@ -20,7 +20,7 @@ from ...errors import UnsupportedModelError
 from ...ir import Component, Hierarchy, Mixture, Provenance
 from ...recover import NetworkLayers, from_network, mirrored_pairs
 from ...versions import library_versions
-from .read import GraphReading, input_space, read_graph
+from .walk import GraphReading, input_space, read_graph
 
 __all__ = ["from_onnx", "is_deep", "is_truncated_mixture", "read_raw"]
 
@@ -331,7 +331,7 @@ def log_likelihood(doc, x) -> np.ndarray:
 def from_onnx(model_or_path, *, data=None, check: bool = True):
     """Read a deep Abs / paired-ReLU network back as a :class:`~gmmnet.ir.Hierarchy`, level by level.
 
-    The graph is read by pattern (:func:`gmmnet.formats.onnx.read.read_graph`).  The top level's
+    The graph is read by pattern (:func:`gmmnet.formats.onnx.walk.read_graph`).  The top level's
     grouping and constants come from its mixture head.  A lower level's come from its own head
     when the graph has one (gmmnet writes it for ``level{i}_responsibilities``); otherwise its
     neurons are grouped as gmmnet lays them out (consecutive, mutually orthogonal directions)
@@ -349,7 +349,7 @@ def from_onnx(model_or_path, *, data=None, check: bool = True):
     A one-level network goes to :func:`gmmnet.recover.from_network` and comes back as a
     :class:`~gmmnet.ir.Mixture`; a one-level truncated one is read here and comes back as the
     truncated Mixture.  The first level is read over z = A x + c where the graph is a folded
-    preprocessing (:func:`gmmnet.formats.onnx.read.input_space`); the result then carries that
+    preprocessing (:func:`gmmnet.formats.onnx.walk.input_space`); the result then carries that
     ``input_transform``.  The result is the IR: build an estimator with
     ``HierarchicalGaussianMixture.from_ir`` where one is wanted.
 

@@ -179,10 +179,9 @@ def _inputs(z: np.ndarray, transform, rng) -> np.ndarray:
     """Rows of the graph's input x with A x + c = z (a right inverse of A), plus a null-space part."""
     if transform is None:
         return z
-    from .read import _right_inverse
 
     A, c = transform.matrix, transform.offset
-    R = _right_inverse(A)
+    R = linalg.right_inverse(A)
     x = (z - c) @ R.T
     if A.shape[0] < A.shape[1]:  # directions the graph must ignore: probe them too
         spread = np.std(x, axis=0) + np.abs(np.mean(x, axis=0)) * 1e-3
