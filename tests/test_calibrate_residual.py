@@ -108,7 +108,7 @@ def test_full_residual_em_never_decreases_the_likelihood(narrow):
     assert fit["log_likelihood"] > iso["log_likelihood"]
 
 
-def test_too_few_rows_for_the_complement_are_noted():
+def test_too_few_rows_for_the_complement_are_noted(tmp_path, capsys):
     """24-60 rows per component for 38 missing directions: the full residual overfits, and says so."""
     spectrum = np.concatenate([[25.0, 9.0], np.geomspace(4.0, 1.0, 38)])
     truth, x, W, b, r = planted(seed=1, n=150, d=40, spectrum=spectrum, rank=2, mean_offset=0.5)
@@ -125,6 +125,13 @@ def test_too_few_rows_for_the_complement_are_noted():
     assert iso["notes"] == []
     # held out, the singular complement costs far more than one variance for 38 directions
     assert full["log_likelihood"]["calibrated"]["held_out"] < iso["log_likelihood"]["calibrated"]["held_out"] - 100
+    # to-gmm prints the notes
+    bare_layer_onnx(W, b, tmp_path / "net.onnx")
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = call(capsys, "to-gmm", tmp_path / "net.onnx", "-o", tmp_path / "m.json", "--groups", r,
+                          "--data", tmp_path / "x.npy", "--calibrate")
+    assert code == 0, err
+    assert any(line.startswith("note: component ") and "--residual isotropic" in line for line in out.splitlines())
 
 
 def test_log_joint_of_a_full_residual_matches_the_dense_gaussian(rng):
