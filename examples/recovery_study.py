@@ -46,7 +46,7 @@ import numpy as np
 from gmmnet import linalg
 from gmmnet.recover import calibrate, from_layers
 
-DIMS = (2, 10, 50)
+DIMS = (2, 10, 50, 100)
 SEEDS = (0, 1, 2, 3, 4)
 STEPS = 2000
 BATCH = 100
@@ -154,7 +154,8 @@ def mahalanobis_runs(dims, seeds, steps: int, checkpoints, n_train: int, n_test:
                 t0 = time.perf_counter()
                 for stop, W, b, predict in train_regressor(x, dist(x), width, act, steps, checkpoints, seed):
                     row = {"d": d, "seed": seed, "act": act, "steps": stop,
-                           "mse": float(np.mean((predict(xt) - dist(xt)) ** 2))}
+                           "mse": float(np.mean((predict(xt) - dist(xt)) ** 2)),
+                           "mse_train": float(np.mean((predict(x) - dist(x)) ** 2))}
                     groups = [list(range(width))]
                     mix, rep = from_layers(W, b, activation=act, groups=groups, data=xt)
                     _, bare = from_layers(W, b, activation=act, groups=groups)
@@ -417,6 +418,7 @@ def main(argv=None) -> dict:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="which parts to run (default: both); --docs rewrites only their blocks")
     p.add_argument("--dims", type=int, nargs="+", help=f"dimensions (default {DIMS})")
+    p.add_argument("--n-train", type=int, help="training points per Gaussian in part 1 (default 2000)")
     p.add_argument("--docs", type=Path, help="rewrite the generated blocks of this page (docs/results.md)")
     p.add_argument("--json", type=Path, help="also write every number here")
     args = p.parse_args(argv)
@@ -426,11 +428,11 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     if args.quick:
         cfg = {"dims": args.dims or [2, 10], "seeds": [0], "steps": 300, "checkpoints": [30, 300],
-               "n_train": 500, "n_test": 500, "epochs": 60}
+               "n_train": args.n_train or 500, "n_test": 500, "epochs": 60}
         clf = [("breast_cancer", "abs", 60), ("breast_cancer", "relu", 120), ("breast_cancer", "abs", 8)]
     else:
         cfg = {"dims": args.dims or list(DIMS), "seeds": list(SEEDS), "steps": STEPS, "checkpoints": list(CHECKPOINTS),
-               "n_train": 2000, "n_test": 2000, "epochs": 600}
+               "n_train": args.n_train or 2000, "n_test": 2000, "epochs": 600}
         clf = [("digits", "abs", 80), ("digits", "relu", 160), ("digits", "abs", 640),
                ("breast_cancer", "abs", 60), ("breast_cancer", "relu", 120), ("breast_cancer", "abs", 8)]
     res = {"args": cfg, "machine": f"{platform.machine()} Python {platform.python_version()}",

@@ -53,6 +53,11 @@ def test_docs_section_markers_and_rewrite(tmp_path):
     assert doc.read_text() == f"before\n{s1}\n\nnew table\n\n{e1}\nbetween\n{s2}\n\nclassifiers\n\n{e2}\nafter\n"
 
 
+def test_default_dims_include_the_authors_d_100():
+    mod = _load("recovery_study")
+    assert mod.DIMS == (2, 10, 50, 100) and set(mod.PUBLISHED) <= set(mod.DIMS)
+
+
 @pytest.fixture(scope="module")
 def quick():
     pytest.importorskip("torch")
@@ -70,6 +75,8 @@ def test_quick_regression_flag_agrees_with_kl(quick):
         assert r["density_check_nodata"] == "unchecked: no data"
         # ... and the structure alone flags single ReLUs (shift unknown), never a full-rank Abs block
         assert r["flag_nodata"] == (r["act"] == "relu")
+    assert all(r["mse_train"] >= 0.0 for r in rows)  # the training error beside the test error (overfitting)
+    assert quick["args"]["n_train"] == 500 and quick["args"]["dims"] == [2, 10]
     conf = quick["confusion"]
     assert conf["flag_data"]["passed_bad"] == 0 and conf["flag_data"]["flagged_good"] == 0
     assert conf["flag_nodata"]["passed_bad"] >= 1  # a bad Abs layer that only data exposes
