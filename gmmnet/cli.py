@@ -271,6 +271,8 @@ def cmd_to_gmm(args) -> int:
     suffix = Path(out).suffix.lower()
     if args.calibrate and not args.data:
         raise UsageError("--calibrate needs --data: the scales, means and weights are re-estimated from data")
+    if args.residual is not None and not args.calibrate:
+        raise UsageError("--residual says how --calibrate models the directions a layer lacks; pass --calibrate too")
     if args.n_components is not None and args.groups is not None:
         raise UsageError("--n-components is for automatic grouping; --groups already says which neurons belong together")
     if args.n_components is not None and args.n_components < 1:
@@ -321,7 +323,8 @@ def cmd_to_gmm(args) -> int:
     if args.calibrate:
         from .recover import calibrate
 
-        mixture, report["calibration"] = calibrate(inverted, fit_rows, held_out=held_out, seed=args.seed)
+        residual = {} if args.residual is None else {"residual": args.residual}
+        mixture, report["calibration"] = calibrate(inverted, fit_rows, held_out=held_out, seed=args.seed, **residual)
         report["calibration"]["holdout"] = {"fraction": args.holdout, "seed": args.seed}
     if suffix == ".json":
         io.save_ir(mixture, out, force=args.force, inputs=inputs)
@@ -360,7 +363,8 @@ def _print_calibration(cal: dict, stream=None) -> None:
                               ("free full-covariance step", "free_step"))]
     print(f"calibration: {cal['iterations']} EM steps ({'converged' if cal['converged'] else 'not converged'}), "
           f"{cal['n_train']} training rows, {cal['n_held_out']} held out "
-          f"(fraction {cal['holdout']['fraction']:g}, seed {cal['holdout']['seed']})", file=stream)
+          f"(fraction {cal['holdout']['fraction']:g}, seed {cal['holdout']['seed']}), residual: {cal['residual']}",
+          file=stream)
     print(_table(rows, ["mixture", "train ll/row", "held-out ll/row"]), file=stream)
     mc = cal["kl"].get("mixture_monte_carlo")
     if mc is not None:
@@ -369,6 +373,8 @@ def _print_calibration(cal: dict, stream=None) -> None:
               + ", ".join(_fmt(v) for v in cal["kl"]["components"]), file=stream)
     print("largest angle a direction would move under a free full-covariance step (degrees): "
           + ", ".join(_fmt(c["free_step_angle_max_deg"]) for c in cal["components"]), file=stream)
+    for note in cal.get("notes", []):
+        print(f"note: {note}", file=stream)
 
 
 def _status_stream(args):
@@ -932,8 +938,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "not used when the graph's head groups the neurons)")
     g.add_argument("--calibrate", action="store_true",
                    help="with --data: keep each component's directions from the layer and re-estimate the variances "
-                        "along them, the means, the weights and a residual variance by EM; writes the calibrated "
-                        "mixture and reports both on held-out rows (docs/recovery.md, 'Calibrated recovery')")
+                        "along them, the means, the weights and the directions it lacks (--residual) by EM; writes the "
+                        "calibrated mixture and reports both on held-out rows (docs/recovery.md, 'Calibrated recovery')")
+    g.add_argument("--residual", choices=("full", "isotropic"),
+                   help="--calibrate: how a component of rank r < d models the d − r directions its layer lacks: "
+                        "'full' (default), a free covariance in the orthogonal complement of the layer's directions, "
+                        "whose eigenvectors join them (rank d; the layer's directions never move), or 'isotropic', "
+                        "one variance (the component keeps rank r) (docs/recovery.md, 'Calibrated recovery')")
     g.add_argument("--holdout", type=float, default=0.2, metavar="FRACTION",
                    help="--calibrate: fraction of the --data rows held out to score both mixtures (default: 0.2)")
     g.add_argument("--seed", type=int, default=0, help="--calibrate: seed of the held-out split and the KL draws (default: 0)")

@@ -11,9 +11,10 @@ reference scoring here takes the raw rows x and applies the transform first.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 
-from .errors import InvalidModelError
+from .errors import InvalidModelError, UsageError
 from .limits import serial_blas
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -646,22 +647,49 @@ def check_representable(mixture, dtype: str = "float32") -> None:
 # "Calibrated recovery").  Pure numpy on arrays; gmmnet.recover.calibrate wraps it for the IR.
 
 
-def fixed_direction_log_joint(x: np.ndarray, means, directions, variances, residuals, weights) -> np.ndarray:
-    """log π_k + log N(x; μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)), shape (n, K).
+#: How ``fixed_direction_em`` models the d − r_k directions a component's layer lacks.
+RESIDUAL_MODES = ("isotropic", "full")
+
+
+def complement_basis(v: np.ndarray) -> np.ndarray:
+    """Orthonormal rows (d − r, d) spanning the orthogonal complement of the orthonormal rows ``v`` (r, d).
+
+    The trailing right singular vectors of ``v``: exact to rounding for orthonormal ``v``.
+    Builds a d×d matrix (the caller checks the size).
+    """
+    v = np.asarray(v, dtype=np.float64)
+    return np.linalg.svd(v, full_matrices=True)[2][v.shape[0]:]
+
+
+def fixed_direction_log_joint(x: np.ndarray, means, directions, variances, residuals, weights,
+                              complements=None) -> np.ndarray:
+    """log π_k + log N(x; μ_k, Σ_k), shape (n, K), Σ_k = V_kᵀ diag(λ_k) V_k + (the complement's part).
 
     ``directions[k]`` is V_k, orthonormal rows (r_k, d), or None for the coordinate axes (an
-    axis-aligned component); ``residuals[k]`` is σ_k² (None when r_k = d).  Never builds a d×d
-    matrix: the complement's squared distance is ‖x − μ‖² − ‖V (x − μ)‖².
+    axis-aligned component).  The complement of V_k is modelled by ``residuals[k]``:
+
+    - None: nothing (r_k = d);
+    - a float σ_k²: isotropic, σ_k² (I − V_kᵀ V_k).  Never builds a d×d matrix: the
+      complement's squared distance is ‖x − μ‖² − ‖V (x − μ)‖²;
+    - a matrix C_k (m, m), m = d − r_k: a full covariance Q_kᵀ C_k Q_k in the coordinates of
+      ``complements[k]`` = Q_k, orthonormal rows (m, d) spanning the complement.
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     out = np.empty((n, len(means)))
-    for k, (mu, v, lam, s2, w) in enumerate(zip(means, directions, variances, residuals, weights)):
+    if complements is None:
+        complements = [None] * len(means)
+    for k, (mu, v, lam, s2, q, w) in enumerate(zip(means, directions, variances, residuals, complements, weights)):
         diff = x - mu
         z = diff if v is None else diff @ v.T
         d2 = np.einsum("ij,ij->i", z / lam, z)
         logdet = float(np.sum(np.log(lam)))
-        if s2 is not None and v is not None:
+        if np.ndim(s2) == 2:  # full covariance in the complement's coordinates u = Q (x − μ)
+            chol = np.linalg.cholesky(s2)
+            y = solve_triangular(chol, (diff @ q.T).T, lower=True)
+            d2 = d2 + np.einsum("ij,ij->j", y, y)
+            logdet += 2.0 * float(np.sum(np.log(np.diag(chol))))
+        elif s2 is not None and v is not None:
             rest = np.maximum(np.einsum("ij,ij->i", diff, diff) - np.einsum("ij,ij->i", z, z), 0.0)
             d2 = d2 + rest / s2
             logdet += (d - v.shape[0]) * float(np.log(s2))
@@ -671,41 +699,66 @@ def fixed_direction_log_joint(x: np.ndarray, means, directions, variances, resid
 
 
 def fixed_direction_em(x: np.ndarray, means, directions, variances, residuals, weights, *,
-                       max_iter: int = 200, tol: float = 1e-6, reg: float = 1e-6) -> dict:
+                       max_iter: int = 200, tol: float = 1e-6, reg: float = 1e-6,
+                       residual: str = "isotropic") -> dict:
     """Maximum-likelihood mixture over ``x`` with every component's principal directions held fixed.
 
-    Component k is N(μ_k, V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k)) with V_k fixed (None: the
-    coordinate axes, as for a diagonal covariance).  EM
-    re-estimates the weights π_k, the means μ_k, the variances λ_k along the directions and
-    the isotropic residual σ_k² of the d − r_k directions V_k lacks.  Every M-step is closed
-    form (the directions are orthonormal, so the Gaussian factorizes along them):
+    Component k has the directions V_k (orthonormal rows (r_k, d), fixed; None: the coordinate
+    axes, as for a diagonal covariance) with variances λ_k along them, and, for r_k < d, a model
+    of the d − r_k directions V_k lacks (``residual``):
+
+    - ``"isotropic"``: Σ_k = V_kᵀ diag(λ_k) V_k + σ_k² (I − V_kᵀ V_k), one variance σ_k²;
+    - ``"full"``: Σ_k = V_kᵀ diag(λ_k) V_k + Q_kᵀ C_k Q_k, with Q_k an orthonormal basis of the
+      complement (:func:`complement_basis`) and C_k a free (d − r_k)×(d − r_k) covariance.  The
+      layer's directions still do not move; the complement's eigenvectors come from C_k.
+
+    EM re-estimates the weights π_k, the means μ_k, the λ_k and σ_k² or C_k.  Every M-step is
+    closed form (V_k and Q_k together are an orthonormal basis, so the Gaussian factorizes into
+    the r_k coordinates along V_k and the block of the complement):
 
     - N_k = Σ_n r_nk + 10ε (as scikit-learn, so that an empty component stays defined), π_k = N_k / n
     - μ_k = Σ_n r_nk x_n / N_k
     - λ_ki = Σ_n r_nk (v_iᵀ(x_n − μ_k))² / N_k + reg
     - σ_k² = Σ_n r_nk (‖x_n − μ_k‖² − ‖V_k(x_n − μ_k)‖²) / (N_k (d − r_k)) + reg
+    - C_k = Σ_n r_nk u_n u_nᵀ / N_k + reg·I, u_n = Q_k (x_n − μ_k)
 
-    ``reg`` is added to every variance, like scikit-learn's ``reg_covar``.  Iterates until the
-    mean log-likelihood per row gains less than ``tol`` (nats) or ``max_iter`` steps.
+    ``reg`` is added to every variance, like scikit-learn's ``reg_covar``.  In ``"full"`` mode the
+    start C_k is σ_k² I (``residuals[k]``, the inverted mixture's isotropic residual) unless
+    ``residuals[k]`` is already a matrix.  Iterates until the mean log-likelihood per row gains
+    less than ``tol`` (nats) or ``max_iter`` steps.
 
-    Returns a dict: ``means``, ``variances``, ``residuals``, ``weights`` (the fitted
-    parameters), ``responsibilities`` (n, K) and ``log_likelihood`` (mean per row) of the fitted
-    parameters, ``history`` (mean log-likelihood before each M-step), ``n_iter``, ``converged``.
+    Returns a dict: ``means``, ``variances``, ``residuals`` (σ_k², C_k or None), ``complements``
+    (Q_k where C_k is estimated, else None), ``weights``, ``responsibilities`` (n, K) and
+    ``log_likelihood`` (mean per row) of the fitted parameters, ``history`` (mean
+    log-likelihood before each M-step), ``n_iter``, ``converged``.
     """
     x = np.asarray(x, dtype=np.float64)
     n, d = x.shape
     if n < 2:
         raise InvalidModelError("calibration needs at least 2 rows")
+    if residual not in RESIDUAL_MODES:
+        raise UsageError(f"residual must be one of {RESIDUAL_MODES}, got {residual!r}")
     means = [np.asarray(m, dtype=np.float64).copy() for m in means]
     directions = [None if v is None else np.asarray(v, dtype=np.float64) for v in directions]
     variances = [np.asarray(v, dtype=np.float64).copy() for v in variances]
-    residuals = [None if s is None or v is None or v.shape[0] == d else float(s) for s, v in zip(residuals, directions)]
+    lacking = [v is not None and v.shape[0] < d for v in directions]
+    complements = [complement_basis(v) if residual == "full" and lack else None
+                   for v, lack in zip(directions, lacking)]
+    res: list = []
+    for s, v, q, lack in zip(residuals, directions, complements, lacking):
+        if not lack:
+            res.append(None)
+        elif q is None:
+            res.append(float(s))
+        else:  # full: start from the isotropic residual (or a given matrix)
+            res.append(np.array(s, dtype=np.float64) if np.ndim(s) == 2 else float(s) * np.eye(q.shape[0]))
+    residuals = res
     weights = np.asarray(weights, dtype=np.float64).copy()
     history: list[float] = []
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        lj = fixed_direction_log_joint(x, means, directions, variances, residuals, weights)
+        lj = fixed_direction_log_joint(x, means, directions, variances, residuals, weights, complements)
         ll = logsumexp(lj, axis=1)
         history.append(float(np.mean(ll)))
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
@@ -715,21 +768,25 @@ def fixed_direction_em(x: np.ndarray, means, directions, variances, residuals, w
         resp = np.exp(lj - ll[:, None])
         nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
         weights = nk / nk.sum()
-        for k, v in enumerate(directions):
+        for k, (v, q) in enumerate(zip(directions, complements)):
             r = resp[:, k]
             mu = (r @ x) / nk[k]
             diff = x - mu
             z = diff if v is None else diff @ v.T
             means[k] = mu
             variances[k] = (r @ (z * z)) / nk[k] + reg
-            if residuals[k] is not None:
+            if q is not None:
+                u = diff @ q.T
+                c = (u * r[:, None]).T @ u / nk[k]
+                residuals[k] = (c + c.T) / 2.0 + reg * np.eye(q.shape[0])
+            elif residuals[k] is not None:
                 rest = np.maximum(np.einsum("ij,ij->i", diff, diff) - np.einsum("ij,ij->i", z, z), 0.0)
                 residuals[k] = float(r @ rest) / (nk[k] * (d - v.shape[0])) + reg
-    lj = fixed_direction_log_joint(x, means, directions, variances, residuals, weights)
+    lj = fixed_direction_log_joint(x, means, directions, variances, residuals, weights, complements)
     ll = logsumexp(lj, axis=1)
     return {
-        "means": means, "variances": variances, "residuals": residuals, "weights": weights,
-        "responsibilities": np.exp(lj - ll[:, None]), "log_likelihood": float(np.mean(ll)),
+        "means": means, "variances": variances, "residuals": residuals, "complements": complements,
+        "weights": weights, "responsibilities": np.exp(lj - ll[:, None]), "log_likelihood": float(np.mean(ll)),
         "history": history, "n_iter": n_iter, "converged": converged,
     }
 

@@ -943,14 +943,15 @@ def _sample_rows(mixture: Mixture, n: int, seed: int) -> np.ndarray:
 
 
 def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol: float = 1e-6,
-              reg_covar: float = 1e-6, kl_samples: int = KL_SAMPLES, seed: int = 0) -> tuple[Mixture, dict]:
+              reg_covar: float = 1e-6, kl_samples: int = KL_SAMPLES, seed: int = 0,
+              residual: str = "full") -> tuple[Mixture, dict]:
     """Keep each component's principal directions, re-estimate everything else from data.
 
     A trained layer knows directions (its neurons' hyperplanes); the scale of each neuron is
     absorbed by the next layer, so the eigenvalues read from ‖w‖ say little.  This runs EM
     (:func:`gmmnet.linalg.fixed_direction_em`) with every component's eigenvectors V_k held
     fixed, re-estimating the variances along them, the means, the weights and, for a component
-    of rank r_k < d, the isotropic variance of the d − r_k directions it lacks.  It starts from
+    of rank r_k < d, the d − r_k directions it lacks (``residual``).  It starts from
     ``mixture``'s memberships.
 
     Parameters
@@ -969,6 +970,15 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         Rows drawn from the calibrated mixture for the Monte Carlo KL between the mixtures (0: skip).
     seed : int
         Seed of those draws.
+    residual : {"full", "isotropic"}
+        How a component of rank r_k < d models the d − r_k directions its layer lacks.
+        ``"full"`` (default): a free (d − r_k)×(d − r_k) covariance in the orthogonal complement
+        of the layer's directions, whose eigenvectors become the component's other directions
+        (the calibrated component has rank d; the layer's directions never move).
+        ``"isotropic"``: one variance σ_k² (the component keeps rank r_k and a residual
+        variance); fewer parameters, for components with fewer rows than missing directions.
+        Full-rank components are the same either way.  docs/recovery.md §5 gives the figures
+        behind the default.
 
     Returns
     -------
@@ -977,7 +987,9 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         holds both mixtures' mean log-likelihood per row on ``data`` and ``held_out``, the same
         for one free full-covariance M-step from the calibrated memberships, the KL from the
         calibrated to the inverted mixture (closed form per component and Monte Carlo for the
-        mixture), and per component the angle each direction would move under that free step.
+        mixture), per component the angle each direction would move under that free step, the
+        ``residual`` used and ``notes`` (a line per component whose full residual had no more
+        rows than missing directions).
     """
     from .limits import check_bytes
 
@@ -998,9 +1010,13 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
         raise UsageError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     if not (np.isfinite(reg_covar) and reg_covar > 0) or not (np.isfinite(tol) and tol > 0):
         raise UsageError(f"reg_covar and tol must be > 0 (got {reg_covar!r}, {tol!r})")
+    if residual not in linalg.RESIDUAL_MODES:
+        raise UsageError(f"residual must be one of {', '.join(linalg.RESIDUAL_MODES)}, got {residual!r}")
     K = mixture.n_components
     # the EM holds one (rows × features) difference at a time; the KL and the free step build d×d per component
     check_bytes(8.0 * (4 * x.shape[0] * d + x.shape[0] * K + 4 * d * d), "calibration", None)
+    if residual == "full":  # a complement basis Q_k and its covariance C_k per component, held through the EM
+        check_bytes(8.0 * (2 * K * d * d + x.shape[0] * d), "calibration with a full residual", None)
     inverted = _normalized(mixture)
     if tf is not None:
         inverted = inverted.model_copy(update={"input_transform": None})  # scored on z below
@@ -1009,31 +1025,50 @@ def calibrate(mixture: Mixture, data, *, held_out=None, max_iter: int = 200, tol
     with _one_thread():
         fit = linalg.fixed_direction_em(
             x, [c.mean for c in comps], dirs, [c.eigenvalues for c in comps],
-            [c.residual_variance for c in comps], inverted.weights, max_iter=max_iter, tol=tol, reg=reg_covar)
+            [c.residual_variance for c in comps], inverted.weights, max_iter=max_iter, tol=tol, reg=reg_covar,
+            residual=residual)
         axis = mixture.covariance_type in ("diag", "spherical")
         new = []
         for k, c in enumerate(comps):
-            vals, vecs = fit["variances"][k], dirs[k]
+            vals, vecs, s2 = fit["variances"][k], dirs[k], fit["residuals"][k]
+            if fit["complements"][k] is not None:  # full residual: the complement's eigenvectors join the layer's
+                cvals, cvecs = np.linalg.eigh(s2)
+                vecs = np.concatenate([vecs, cvecs.T @ fit["complements"][k]])
+                vals, s2 = np.concatenate([vals, cvals]), None
             if vecs is not None and not axis:  # keep the IR's convention: eigenvalues descending, rows with them
                 vecs, vals = linalg._sorted_desc(vecs, vals)
             if axis:  # diag stays diag: the axes in order
                 vecs = None if c.axis_aligned else c.eigenvectors
             new.append(Component(
                 mean=fit["means"][k], eigenvectors=vecs, eigenvalues=vals,
-                weight=float(fit["weights"][k]), residual_variance=fit["residuals"][k]))
+                weight=float(fit["weights"][k]), residual_variance=s2))
         calibrated = Mixture(n_features=d, covariance_type="diag" if axis else "full", components=new)
         report = _calibration_report(inverted, calibrated, fit, x, xt, [_directions(c, d) for c in comps],
                                      reg_covar, kl_samples, seed)
+    report["residual"] = residual
+    report["notes"] = _complement_notes(fit, x.shape[0], d, reg_covar)
     report["log_constants_folded"] = bool(np.any(mixture.log_constants != 0))
     extra = {"calibrated_from": mixture.provenance.source, "n_train": str(x.shape[0]),
              "n_held_out": str(0 if xt is None else xt.shape[0]), "iterations": str(fit["n_iter"]),
-             "reg_covar": repr(float(reg_covar))}
+             "reg_covar": repr(float(reg_covar)), "residual": residual}
     calibrated = calibrated.model_copy(update={
         "input_transform": tf,
         "diagnostics": {"density_check": density_check(x.shape[0]), "calibration": report},
         "provenance": Provenance(source="gmmnet.recover:calibrate", versions=library_versions(), extra=extra),
     })
     return calibrated, report
+
+
+def _complement_notes(fit, n: int, d: int, reg: float) -> list[str]:
+    """A note per component whose full residual had no more rows (N_k) than directions to fill (d − r_k)."""
+    notes = []
+    for k, q in enumerate(fit["complements"]):
+        n_k = float(fit["weights"][k]) * n
+        if q is not None and n_k <= q.shape[0]:
+            notes.append(f"component {k}: {n_k:.0f} rows for the {q.shape[0]} directions its layer lacks: the "
+                         f"covariance there is singular but for reg_covar ({reg:g}); residual='isotropic' "
+                         "(--residual isotropic) fits one variance instead")
+    return notes
 
 
 def _calibration_report(inverted, calibrated, fit, x, xt, dirs, reg, kl_samples, seed) -> dict:
