@@ -23,11 +23,11 @@ Candidates (all fetch label, responsibilities and log_likelihood; skl2onnx its l
 probabilities and score_samples; sklearn is ``score_samples``):
 
 - ``skl2onnx``: skl2onnx's float32 model (target opset 17);
-- ``gmmnet``: ``gmmnet.formats.onnx.to_onnx(mixture)`` as it is today (default options);
-  ``gmmnet_f32``: with ``compute="float32"``; ``gmmnet_f64``: with ``compute="float64"`` (the most
-  accurate graph); ``gmmnet_quadratic`` (diag/spherical): ``layout="quadratic"``;
-- ``proto:<label>``: the prototypes of benchmarks/prototypes.py (``CANDIDATES``); the one
-  ``default_graph`` builds is marked in the tables.
+- ``gmmnet`` (**the default**, marked in the tables): ``gmmnet.formats.onnx.to_onnx(mixture)`` with
+  default options; ``gmmnet_f32``: with ``compute="float32"``; ``gmmnet_f64``: with
+  ``compute="float64"`` (the accurate opt-in: the neuron network in float64);
+- with ``--prototypes``, ``proto:<label>``: the research prototypes of benchmarks/prototypes.py
+  (``CANDIDATES``).
 
 Errors are against scikit-learn in float64 evaluated on the float32-rounded input:
 log-likelihood max|Δ|/(1+|ref|) and responsibilities max|Δ| over all rows.
@@ -82,7 +82,11 @@ def _parse(argv):
                     "rank-truncation curve of today's exporter")
     ap.add_argument("--resume", action="store_true", help="keep the cases already in --json (an interrupted run)")
     ap.add_argument("--sizes", default=None, help="K,d,N;K,d,N... instead of the default sizes")
+    ap.add_argument("--prototypes", action="store_true",
+                    help="also time the research prototypes of benchmarks/prototypes.py (sizes and datasets sections)")
     args = ap.parse_args(argv)
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv)
+                 if not a.startswith(("--json", "--doc")) and not a.endswith((".json", ".md"))]
     args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     unknown = set(args.sections) - set(SECTIONS) - {"ranks"}
     if unknown:
@@ -294,18 +298,20 @@ def bench_case(K, d, N, ct, source, args) -> dict:
     ll_ref, resp_ref = est.score_samples(xr), est.predict_proba(xr)
     overlap, gap = overlap_stats(resp_ref)
 
-    models = {"skl2onnx": skl2onnx_model(est, X), "gmmnet": gmmnet_model(mix),
-              "gmmnet_f32": gmmnet_model(mix, compute="float32"), "gmmnet_f64": gmmnet_model(mix, compute="float64")}
-    if ct in ("diag", "spherical"):
-        models["gmmnet_quadratic"] = gmmnet_model(mix, layout="quadratic")
     build_s = {}
-    for label in P.CANDIDATES[ct]:
+    t = time.perf_counter()
+    models = {"skl2onnx": skl2onnx_model(est, X)}
+    build_s["skl2onnx"] = time.perf_counter() - t
+    for key, kw in (("gmmnet", {}), ("gmmnet_f32", {"compute": "float32"}), ("gmmnet_f64", {"compute": "float64"})):
         t = time.perf_counter()
-        models[f"proto:{label}"] = P.build(label, mix)
-        build_s[f"proto:{label}"] = time.perf_counter() - t
-    if ct == "full" and (K, d, N) == args.sizes[0] and source == "GMM":  # does an unfetched output cost anything?
-        models["proto:gemm+distances"] = P.full_gemm(mix, distances=True)
-    default = f"proto:{P.DEFAULT_LABEL[ct]}"
+        models[key] = gmmnet_model(mix, **kw)
+        build_s[key] = time.perf_counter() - t
+    if args.prototypes:
+        for label in P.CANDIDATES[ct]:
+            t = time.perf_counter()
+            models[f"proto:{label}"] = P.build(label, mix)
+            build_s[f"proto:{label}"] = time.perf_counter() - t
+    default = "gmmnet"
 
     outs = {k: (SKL2ONNX_OUTS if k == "skl2onnx" else DEFAULT_OUTS) for k in models}
     timing, errors = {}, {}
@@ -323,6 +329,7 @@ def bench_case(K, d, N, ct, source, args) -> dict:
         gc.collect()
     return {"K": K, "d": d, "N": N, "covariance_type": ct, "source": source, "overlap": overlap,
             "default": default, "gmmnet_compute": meta(models["gmmnet"]).get("compute"),
+            "gmmnet_layout": meta(models["gmmnet"]).get("layout"),
             "proto_docs": {k: m.doc_string for k, m in models.items() if k.startswith("proto:")},
             "build_seconds": build_s, "errors": errors, "timing": timing}
 
@@ -375,11 +382,13 @@ def bench_datasets(args) -> list[dict]:
                 models = {"skl2onnx": skl2onnx_model(est, x32), "gmmnet": gmmnet_model(mix),
                           "gmmnet_f32": gmmnet_model(mix, compute="float32"),
                           "gmmnet_f64": gmmnet_model(mix, compute="float64")}
-                for label in P.CANDIDATES[ct]:
-                    models[f"proto:{label}"] = P.build(label, mix)
+                if args.prototypes:
+                    for label in P.CANDIDATES[ct]:
+                        models[f"proto:{label}"] = P.build(label, mix)
+                m0 = meta(models["gmmnet"])
                 row = {"data": name, "covariance_type": ct, "source": "BGM" if cls is BayesianGaussianMixture else "GMM",
-                       "K": k, "default": f"proto:{P.DEFAULT_LABEL[ct]}", "errors": {},
-                       "default_doc": models[f"proto:{P.DEFAULT_LABEL[ct]}"].doc_string}
+                       "K": k, "default": "gmmnet", "errors": {},
+                       "default_doc": f"{m0.get('layout')}: {m0.get('compute')}, centering {m0.get('centering')}"}
                 for key, m in models.items():
                     s = ort_session(m, 1)
                     row["errors"][key] = _errors(s.run(SKL2ONNX_OUTS if key == "skl2onnx" else DEFAULT_OUTS,
@@ -440,7 +449,7 @@ def ort_profile(model, x, outs, threads: int, runs: int, outdir: str, tag: str) 
 
 
 def bench_profiles(args, outdir) -> dict:
-    """Profiles of skl2onnx's graph and of each type's default prototype at the first size."""
+    """Profiles of skl2onnx's graph and of gmmnet's default graph of each type at the first size."""
     import numpy as np
 
     import prototypes as P
@@ -456,11 +465,13 @@ def bench_profiles(args, outdir) -> dict:
         est = to_sklearn(truth)
         mix = from_sklearn(est)
         res = {}
+        default = gmmnet_model(mix)
         for key, model, outs in (("skl2onnx", skl2onnx_model(est, X), SKL2ONNX_OUTS),
-                                 ("default", P.default_graph(mix), DEFAULT_OUTS)):
+                                 ("default", default, DEFAULT_OUTS)):
             res[key] = {f"threads_{t}": ort_profile(model, X, outs, t, args.repeats, outdir, f"{ct}_{key}_{t}")
                         for t in (1, args.threads)}
-        res["default_doc"] = P.default_graph(mix).doc_string
+        m0 = meta(default)
+        res["default_doc"] = f"{m0.get('layout')}: {m0.get('compute')}, centering {m0.get('centering')}"
         out[ct] = res
     out["size"] = [K, d, N]
     return out
@@ -496,11 +507,9 @@ def bench_conversion(args, rng) -> dict:
     import joblib
     from threadpoolctl import threadpool_limits
 
-    import prototypes as P
     from gmmnet import from_sklearn
-    from gmmnet.formats.sklearn import to_sklearn
-
     from gmmnet.formats.onnx import from_onnx
+    from gmmnet.formats.sklearn import to_sklearn
 
     K = d = 16 if args.quick else 256
     est = to_sklearn(overlapping_mixture(rng, K, d, "full"))
@@ -513,12 +522,15 @@ def bench_conversion(args, rng) -> dict:
         res["library"][key] = {"wall": time.perf_counter() - w, "cpu": time.process_time() - c}
         return out
 
+    # warm-up on a small model: the first call in a process also pays onnx's lazy imports (~0.5 s),
+    # which would land on whichever step is timed first
+    small = to_sklearn(overlapping_mixture(rng, 2, 3, "full"))
+    from_onnx(gmmnet_model(from_sklearn(small)))
     for b in blas:
         with threadpool_limits(limits=b, user_api="blas"):
             mix = timed(f"from_sklearn (BLAS {b})", lambda: from_sklearn(est))
-            model = timed(f"to_onnx, today's default (BLAS {b})", lambda: gmmnet_model(mix))
-            timed(f"to_onnx, compute float32 (BLAS {b})", lambda: gmmnet_model(mix, compute="float32"))
-            timed(f"prototype default_graph (BLAS {b})", lambda: P.default_graph(mix))
+            model = timed(f"to_onnx, default (BLAS {b})", lambda: gmmnet_model(mix))
+            timed(f"to_onnx, compute float64 (BLAS {b})", lambda: gmmnet_model(mix, compute="float64"))
             timed(f"from_onnx (BLAS {b})", lambda: from_onnx(model))
     with threadpool_limits(limits=1, user_api="blas"):
         for key, fn in (("from_sklearn + to_onnx", lambda: gmmnet_model(from_sklearn(est))),
@@ -602,6 +614,7 @@ def environment(args) -> dict:
         "cpu_count": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "threads": args.threads, "repeats": args.repeats, "quick": args.quick,
+        "command": " ".join(["python benchmarks/run.py", *getattr(args, "argv", [])]),
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "machine": platform.machine(), "platform": platform.platform(), "python": platform.python_version(),
         "versions": {"gmmnet": gmmnet.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
@@ -626,7 +639,7 @@ def markdown(res: dict) -> str:
     v = env["versions"]
     load = env["load_average_start"][0], env["load_average_end"][0]
     lines = [
-        f"Generated by `python benchmarks/run.py{' --quick' if env['quick'] else ''}` on {env['cores_usable']} usable "
+        f"Generated by `{env.get('command') or 'python benchmarks/run.py'}` on {env['cores_usable']} usable "
         f"cores, {env['repeats']} interleaved rounds; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end. "
         f"{env['platform']}, Python {env['python']}; " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
@@ -642,7 +655,8 @@ def markdown(res: dict) -> str:
         sk = t["wall"]["skl2onnx"]["median"]
         lines += [f"**{case['source']} {case['covariance_type']}, K={case['K']}, d={case['d']}, N={case['N']}** "
                   f"(overlap {case['overlap']['max_resp_below_0.99']:.0%}; skl2onnx {_ms(sk)} ms wall, "
-                  f"sklearn {_ms(t['wall']['sklearn']['median'])} ms; today's default computes in {case['gmmnet_compute']})",
+                  f"sklearn {_ms(t['wall']['sklearn']['median'])} ms; the default graph: layout "
+                  f"{case.get('gmmnet_layout')}, compute {case['gmmnet_compute']})",
                   "", "| graph | wall ratio | cpu ratio | ll error | resp error | label mismatches |",
                   "|---|---|---|---|---|---|"]
         for key in e:
@@ -660,9 +674,9 @@ def markdown(res: dict) -> str:
                                                                           for g in (1, 3, 5, 10)) + " |")
     if res.get("datasets"):
         lines += ["", "Real data sets (K = 3, digits 10; standardized: vs scikit-learn, `_raw`: vs gmmnet.linalg): "
-                  "the default prototype against skl2onnx and today's default, worst of GaussianMixture and "
-                  "BayesianGaussianMixture:", "",
-                  "| data | cov | default ll | default resp | skl2onnx ll | skl2onnx resp | today ll | today resp "
+                  "the default graph against skl2onnx and the accurate opt-in (`compute=\"float64\"`), worst of "
+                  "GaussianMixture and BayesianGaussianMixture:", "",
+                  "| data | cov | default ll | default resp | skl2onnx ll | skl2onnx resp | float64 ll | float64 resp "
                   "| default's choice |", "|---|---|---|---|---|---|---|---|---|"]
         by = {}
         for r in res["datasets"]:
@@ -673,8 +687,8 @@ def markdown(res: dict) -> str:
             d0 = rs[0]["default"]
             lines.append(f"| {name} | {ct} | {worst(d0, 'log_likelihood'):.1e} | {worst(d0, 'responsibilities'):.1e} "
                          f"| {worst('skl2onnx', 'log_likelihood'):.1e} | {worst('skl2onnx', 'responsibilities'):.1e} "
-                         f"| {worst('gmmnet', 'log_likelihood'):.1e} | {worst('gmmnet', 'responsibilities'):.1e} "
-                         f"| {rs[0]['default_doc'].split(':', 1)[-1].strip() if ':' in rs[0]['default_doc'] else rs[0]['default_doc']} |")
+                         f"| {worst('gmmnet_f64', 'log_likelihood'):.1e} | {worst('gmmnet_f64', 'responsibilities'):.1e} "
+                         f"| " + "; ".join(sorted({r['default_doc'] for r in rs})) + " |")
     c = res.get("conversion")
     if c:
         lines += ["", f"Conversion of a K={c['K']}, d={c['d']} full GaussianMixture (seconds):", "",
@@ -771,7 +785,7 @@ def main(argv=None) -> int:
                       f"default {dflt}: wall {_ratio(w[dflt])} cpu {_ratio(case['timing']['cpu'][dflt])} "
                       f"ll {e[dflt]['log_likelihood']:.1e} resp {e[dflt]['responsibilities']:.1e} | skl2onnx "
                       f"ll {e['skl2onnx']['log_likelihood']:.1e} resp {e['skl2onnx']['responsibilities']:.1e} | "
-                      f"today {_ratio(w['gmmnet'])}", flush=True)
+                      f"accurate (compute float64) {_ratio(w['gmmnet_f64'])}", flush=True)
     if "profiles" in args.sections:
         with tempfile.TemporaryDirectory() as tmp:
             res["profiles"] = bench_profiles(args, tmp)

@@ -64,7 +64,7 @@ def to_onnx(
     outputs: tuple[str, ...] = ("label", "responsibilities", "log_likelihood"),
     centering: str = "auto",
     compute: str = "auto",
-    layout: str = "neurons",
+    layout: str = "auto",
     delta: float = 3.0,
     intensity: str | None = None,
     intensity_c: float = 3.0,

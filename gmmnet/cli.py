@@ -482,7 +482,10 @@ def inspect_summary(path: str, data_path: str | None = None) -> dict:
             "outputs": [o.name for o in g.output],
             "opset": max((o.version for o in raw.opset_import if o.domain in ("", "ai.onnx")), default=None),
             "nodes": len(ops),
-            "activation": "+".join(a for a, op in (("abs", "Abs"), ("relu", "Relu")) if op in ops) or None,
+            # gmmnet's Abs graphs square the pre-activations (|z|² = z²) and write Abs only for `distances`
+            "activation": ("+".join(a for a, op in (("abs", "Abs"), ("relu", "Relu")) if op in ops)
+                           or ({p.key: p.value for p in raw.metadata_props}.get("activation")
+                               if raw.producer_name == "gmmnet" else None)),
             "dtype": graph_dtype,
             "producer": raw.producer_name or None,
             "metadata": {p.key: p.value for p in raw.metadata_props},
@@ -523,10 +526,10 @@ def inspect_summary(path: str, data_path: str | None = None) -> dict:
 
 
 def _targets() -> dict:
-    """The accuracy gmmnet states for float32 graphs (gmmnet.tolerances)."""
+    """The accuracy gmmnet states for its default float32 graphs (gmmnet.tolerances)."""
     from .tolerances import tol
 
-    return {"log_likelihood": tol("float32_ll"), "responsibilities": tol("float32_resp")}
+    return {"log_likelihood": tol("float32_ll"), "responsibilities": tol("default_resp")}
 
 
 def graph_precision(metadata: dict | None, graph_dtype: str | None) -> dict | None:
@@ -897,11 +900,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--centering", choices=_EO.CENTERINGS, default=_EO.default("centering"),
                    help="how float32 graphs centre inputs before the product (default: auto, by conditioning)")
     t.add_argument("--compute", choices=_EO.COMPUTES, default=_EO.default("compute"),
-                   help="arithmetic inside a float32 graph (input and outputs stay float32): auto = float64 where "
-                        "float32 would miss the accuracy targets, else float32 (default: auto)")
+                   help="arithmetic inside a float32 graph (input and outputs stay float32): auto = float32 where "
+                        "its predicted errors meet the default targets, else float64 (default: auto); float64 = "
+                        "the most accurate graph, 1.5–2x slower (docs/onnx-graph.md#compute)")
     t.add_argument("--layout", choices=_EO.LAYOUTS, default=_EO.default("layout"),
-                   help="neurons: the Abs network (default); quadratic: diag/spherical mixtures only, D² as one "
-                        "expanded product in float64 inside, the fast layout (docs/onnx-graph.md#layouts)")
+                   help="auto (default): quadratic for diag/spherical mixtures (Abs, compute auto/float32), else "
+                        "neurons; neurons: the Abs network; quadratic: diag/spherical mixtures only, D² as one "
+                        "expanded product about one centre (docs/onnx-graph.md#layouts)")
     t.add_argument("--level-outputs", action="store_true", default=_EO.default("level_outputs"),
                    help="hierarchies: also output level{i}_responsibilities for every level, which carries the "
                         "lower levels' component weights so that to-gmm gives the whole hierarchy back exactly")

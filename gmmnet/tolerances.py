@@ -51,8 +51,13 @@ TOL: dict[str, Tolerance] = {
     "float64_raw_resp": Tolerance(1e-8, "float64 graph responsibilities, absolute (raw or ill-conditioned data)"),
     "float32_ll": Tolerance(2e-6, "float32 graph (default compute) log_likelihood, relative (standardized data)",
                             ("docs/onnx-graph.md", "docs/hierarchy.md", "docs/performance.md")),
-    "float32_resp": Tolerance(1e-6, "float32 graph (default compute) responsibilities, absolute (any data)",
+    "float32_resp": Tolerance(1e-6, "float32 graph responsibilities, absolute (any data): compute='float64' (the "
+                                    "accurate opt-in) and deep graphs (hierarchies) with the default compute",
                               ("docs/onnx-graph.md", "docs/hierarchy.md", "docs/performance.md")),
+    "default_resp": Tolerance(1e-5, "float32 graph of a single mixture, default compute and layout, "
+                                    "responsibilities, absolute (any data): float32 arithmetic where predicted to "
+                                    "meet this (skl2onnx's float32 graphs err 1e-6–4e-5 on the same models)",
+                              ("docs/onnx-graph.md", "docs/performance.md")),
     "float32_raw_ll": Tolerance(1e-5, "float32 graph (default compute) log_likelihood, relative (raw data)",
                                 ("docs/onnx-graph.md",)),
     "float32_pure_raw_resp": Tolerance(1e-5, "float32 arithmetic (compute='float32') responsibilities, absolute "
@@ -61,8 +66,10 @@ TOL: dict[str, Tolerance] = {
     # layer: the graph on raw x against Pipeline.score_samples / predict_proba
     "pipeline_float32_ll": Tolerance(1e-5, "float32 graph (default compute) of a mixture behind an input transform, "
                                            "log_likelihood vs the Pipeline, relative (raw data)", ("docs/onnx-graph.md",)),
-    "pipeline_float32_resp": Tolerance(1e-6, "float32 graph (default compute) of a mixture behind an input "
-                                             "transform, responsibilities vs the Pipeline, absolute (raw data)",
+    "pipeline_float32_resp": Tolerance(1e-5, "float32 graph (default compute) of a mixture behind an input "
+                                             "transform, responsibilities vs the Pipeline, absolute (raw data); "
+                                             "float32 arithmetic where predicted within default_resp (measured "
+                                             "up to 3.2e-6); compute='float64' keeps float32_resp",
                                        ("docs/onnx-graph.md",)),
     "pipeline_float64_ll": Tolerance(1e-9, "float64 graph of a mixture behind an input transform, log_likelihood vs "
                                            "the Pipeline, relative (raw data)", ("docs/onnx-graph.md",)),

@@ -116,12 +116,14 @@ def test_compute_float64_behind_a_float32_interface(models, digits, which, activ
 
 
 def test_compute_auto_measures_and_records(models):
-    from gmmnet.formats.onnx.export import predicted_errors
+    from gmmnet.formats.onnx.export import _prepare, float32_neuron_prediction
+    from gmmnet.tolerances import tol
 
     m = to_onnx(models["three"])
     meta = {p.key: p.value for p in m.metadata_props}
-    preds = [predicted_errors(mix)["compute"] for mix in models["three"].to_ir().levels]
-    if "float64" in preds:  # gate 1: the single-mixture predictor rejects float32 for a level, no measurement
+    preds = [float32_neuron_prediction(_prepare(mix)) for mix in models["three"].to_ir().levels]
+    if any(p["log_likelihood"] > tol("float32_ll") or p["responsibilities"] > tol("float32_resp") for p in preds):
+        # gate 1: the single-mixture predictor rejects float32 for a level, no measurement
         assert meta["compute"] == "float64" and "predictor rejects" in meta["compute_reason"]
         assert "measured_float32_error_log_likelihood" not in meta
     else:  # gate 2: float32 only when both measured errors are at most half the targets

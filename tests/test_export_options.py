@@ -111,7 +111,7 @@ def test_schema_file_is_current():
         ({"compute": "half"}, ["compute"]),
         ({"dtype": "float64", "compute": "float32"}, ["compute", "float64 graph"]),
         ({"layout": "expanded"}, ["layout must be one of"]),
-        ({"layout": "quadratic", "compute": "float32"}, ["layout='quadratic'", "compute"]),
+        ({"layout": "quadratic", "compute": "mixed"}, ["layout='quadratic'", "compute"]),
         ({"layout": "quadratic", "centering": "component"}, ["layout='quadratic'", "centering"]),
         ({"delta": 0}, ["delta", "> 0"]),
         ({"delta": float("inf")}, ["delta"]),
@@ -240,7 +240,10 @@ def test_cli_reports_from_the_plan(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out == (f"wrote {tmp_path / 'q.onnx'}: {plan_export(mix, layout='quadratic').summary()}, activation=abs, "
                    "dtype=float32, opset=17\n")
-    assert "quadratic layout (float64 inside)" in out
+    assert f"quadratic layout ({plan_export(mix, layout='quadratic').layer_dtype} inside)" in out
+    assert cli.main(["to-onnx", str(path), "-o", str(tmp_path / "q64.onnx"), "--layout", "quadratic",
+                     "--compute", "float64"]) == 0
+    assert "quadratic layout (float64 inside)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------

@@ -131,6 +131,10 @@ def test_graph_outputs_are_the_pipelines(step, covariance_type):
         assert e_ll <= TOL[dtype][0], (dtype, e_ll)
         assert e_resp <= TOL[dtype][1], (dtype, e_resp)
         assert _label_mismatches(pipe, xr, got["label"]) == 0
+        if dtype == "float32":  # the accurate opt-in keeps the tighter row
+            accurate = run(to_onnx(mix, compute="float64", activation="relu" if step == "robust" else "abs"), xin)
+            e_acc = float(np.max(np.abs(accurate["responsibilities"] - pipe.predict_proba(xr))))
+            assert e_acc <= tol("float32_resp"), e_acc
         assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == x.shape[1]  # raw features in
 
 
@@ -170,11 +174,13 @@ def test_neurons_are_folded_not_added(rng):
         graph = to_onnx(folded, dtype="float64", centering=centering)
         assert [n.op_type for n in graph.graph.node] == [n.op_type for n in plain.graph.node], centering
     W = {i.name: onnx.numpy_helper.to_array(i) for i in to_onnx(folded, dtype="float64", centering="none").graph.initializer}
+    # one Gemm per component over [x, 1]: rows (w', b') with w' = Aᵀw in raw units and b' = b + wᵀc
+    Wb = np.concatenate([W[f"layer0/c{k}/W"] for k in range(3)])
     rows = np.concatenate([linalg.component_whitening(comp) @ A for comp in mix.components])
-    np.testing.assert_array_equal(W["layer0/W"], rows)  # (K·r, d_in): w' = Aᵀw, in raw units
+    np.testing.assert_array_equal(Wb[:, :6], rows)  # (K·r, d_in): w' = Aᵀw, in raw units
     mu = np.stack([np.linalg.lstsq(A, comp.mean - c, rcond=None)[0] for comp in mix.components])
     b = -np.einsum("ij,ij->i", rows, np.repeat(mu, 4, axis=0))
-    np.testing.assert_allclose(W["layer0/b"], b, rtol=1e-10, atol=1e-12)  # b' = b + wᵀc
+    np.testing.assert_allclose(Wb[:, 6], b, rtol=1e-10, atol=1e-12)  # b' = b + wᵀc
     meta = _meta(to_onnx(folded))
     back = InputTransform.model_validate_json(meta["input_transform"])
     assert np.array_equal(back.matrix, A) and np.array_equal(back.offset, c) and meta["n_features"] == "6"
@@ -182,8 +188,9 @@ def test_neurons_are_folded_not_added(rng):
 
 def test_diagonal_transforms_keep_the_axis_aligned_layouts():
     pipe, mix = fitted("standard", "diag")
-    ops = {n.op_type for n in to_onnx(mix).graph.node}
+    ops = {n.op_type for n in to_onnx(mix, layout="neurons").graph.node}
     assert "Gemm" not in ops and "Mul" in ops  # diag neurons stay a broadcast product, scaled by A's diagonal
+    assert _meta(to_onnx(mix))["layout"] == "quadratic"  # the default: the expanded form, scaled by A's diagonal
     x = raw_data()
     for dtype in ("float32", "float64"):
         model = to_onnx(mix, layout="quadratic", dtype=dtype)

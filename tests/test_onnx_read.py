@@ -503,17 +503,13 @@ def test_gmmnet_exporter_graph_with_rotated_blocks(blob_data, bayesian, dtype):
         warnings.simplefilter("ignore")
         model = strip(to_onnx(ref, dtype=dtype))
     inits = {i.name: i for i in model.graph.initializer}
-    W = numpy_helper.to_array(inits["layer0/W"])
-    b = numpy_helper.to_array(inits["layer0/b"])
-    assert W.shape == (9, 3) and b.shape == (9,)
     rng = np.random.default_rng(3)
-    Wr, br = W.astype(np.float64).copy(), b.astype(np.float64).copy()
-    for k in range(3):
+    for k in range(3):  # one Gemm per component over [x, 1]: rows (w_i, b_i)
+        name = f"layer0/c{k}/W"
+        Wb = numpy_helper.to_array(inits[name])
+        assert Wb.shape == (3, 4)
         R = random_rotation(rng, 3)
-        Wr[3 * k:3 * k + 3] = R @ Wr[3 * k:3 * k + 3]
-        br[3 * k:3 * k + 3] = R @ br[3 * k:3 * k + 3]
-    inits["layer0/W"].CopyFrom(numpy_helper.from_array(Wr.astype(W.dtype), "layer0/W"))
-    inits["layer0/b"].CopyFrom(numpy_helper.from_array(br.astype(b.dtype), "layer0/b"))
+        inits[name].CopyFrom(numpy_helper.from_array((R @ Wb.astype(np.float64)).astype(Wb.dtype), name))
     rec, report = from_onnx(model)
     assert_same_mixture(rec, ref, blob_data, TOL[dtype])
     assert report["exact"]

@@ -61,10 +61,8 @@ def files(tmp_path_factory):
     # a 'trained' network: the two neurons of component 1 drifted (scaled by 2 and 0.5)
     model = gmmnet.to_onnx(gmm, dtype="float64")
     for init in model.graph.initializer:
-        arr = nh.to_array(init)
-        if arr.shape == (4, 2):  # the neurons' weights (2 components × 2 neurons, 2 features)
-            arr = arr * np.array([[1.0], [1.0], [2.0], [0.5]])
-            init.CopyFrom(nh.from_array(arr, init.name))
+        if init.name == "layer0/c1/W":  # component 1's neurons (rows (w, b) over [x, 1], one Gemm per component)
+            init.CopyFrom(nh.from_array(nh.to_array(init) * np.array([[2.0], [0.5]]), init.name))
     io.save_onnx(model, d / "trained.onnx")
     xi = np.random.default_rng(1).normal(size=(120, 16)) + np.repeat([[0.0] * 16, [3.0] * 16], 60, axis=0)
     np.save(d / "img.npy", xi)

@@ -61,7 +61,10 @@ def fitted(name: str, bayes: bool, ct: str):
 
 
 def export(mixture, **kw):
-    """to_onnx with layout="quadratic", returning (model, PrecisionWarnings raised)."""
+    """to_onnx with layout="quadratic" in float64 arithmetic (unless ``compute`` says otherwise),
+    returning (model, PrecisionWarnings raised).  The float32 quadratic graph of the default layout
+    is tested in tests/test_default_graph.py."""
+    kw.setdefault("compute", "float64")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrecisionWarning)
         model = to_onnx(mixture, layout="quadratic", **kw)
@@ -290,11 +293,13 @@ def test_options_are_validated():
     diag = from_sklearn(fitted("iris", False, "diag"))
     with pytest.raises(UsageError, match="layout must be one of"):
         to_onnx(diag, layout="expanded")
-    with pytest.raises(UsageError, match="float64"):
-        to_onnx(diag, layout="quadratic", compute="float32")
+    with pytest.raises(UsageError, match="mixed"):
+        to_onnx(diag, layout="quadratic", compute="mixed")
     with pytest.raises(UsageError, match="centering"):
         to_onnx(diag, layout="quadratic", centering="component")
-    assert meta(to_onnx(diag))["layout"] == "neurons"
+    assert meta(to_onnx(diag))["layout"] == "quadratic"  # layout="auto"
+    assert meta(to_onnx(diag, compute="float64"))["layout"] == "neurons"  # the accurate graph
+    assert meta(to_onnx(diag, layout="neurons"))["layout"] == "neurons"
 
 
 # ---------------------------------------------------------------------------
@@ -336,7 +341,8 @@ def _call(capsys, *args):
 def test_cli_layout_end_to_end(capsys, tmp_path):
     est = fitted("wine", False, "spherical")
     gio.save_estimator(est, tmp_path / "g.skops")
-    code, _, err = _call(capsys, "to-onnx", tmp_path / "g.skops", "--layout", "quadratic", "-o", tmp_path / "q.onnx")
+    code, _, err = _call(capsys, "to-onnx", tmp_path / "g.skops", "--layout", "quadratic", "--compute", "float64",
+                         "-o", tmp_path / "q.onnx")
     assert code == 0, err
     model = onnx.load(str(tmp_path / "q.onnx"))
     assert meta(model)["layout"] == "quadratic"

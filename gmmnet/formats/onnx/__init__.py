@@ -51,7 +51,7 @@ def plan_export(
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS,
     centering: str = "auto",
     compute: str = "auto",
-    layout: str = "neurons",
+    layout: str = "auto",
     delta: float = 3.0,
     intensity: str | None = None,
     intensity_c: float = 3.0,
@@ -81,7 +81,7 @@ def to_onnx(
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS,
     centering: str = "auto",
     compute: str = "auto",
-    layout: str = "neurons",
+    layout: str = "auto",
     delta: float = 3.0,
     intensity: str | None = None,
     intensity_c: float = 3.0,
@@ -123,11 +123,15 @@ def to_onnx(
     compute : {"auto", "float32", "mixed", "float64"}
         Arithmetic inside a float32 graph, whose input and outputs stay float32: ``"float32"``
         throughout; ``"mixed"``: float32 neurons, float64 head; ``"float64"``: X is cast to
-        double first.  ``"auto"`` takes ``"float32"`` when its predicted errors
-        (:func:`predicted_errors`) meet the float32 targets, else ``"float64"``.
-    layout : {"neurons", "quadratic"}
-        ``"quadratic"`` (diag and spherical mixtures, behind a diagonal input transform at most):
-        D² as one expanded product in float64 inside; docs/onnx-graph.md, "Layouts".
+        double first (the most accurate graph).  ``"auto"`` takes ``"float32"`` when its
+        predicted errors (:func:`predicted_errors`) meet the default targets (log-likelihood
+        2e-6, responsibilities 1e-5), else ``"float64"``; docs/onnx-graph.md, "Compute".
+    layout : {"auto", "neurons", "quadratic"}
+        ``"neurons"``: the Abs (or ReLU) network.  ``"quadratic"`` (diag and spherical mixtures,
+        behind a diagonal input transform at most): D² as one expanded product about one
+        centre.  ``"auto"``: quadratic for diag/spherical mixtures with Abs neurons and
+        compute auto/float32 (unless predicted inaccurate), else neurons;
+        docs/onnx-graph.md, "Layouts".
     delta : float
         δ of ``activation="shifted_relu"``, in standard deviations.
     intensity : {None, "gauss", "laplace", "triangle"}

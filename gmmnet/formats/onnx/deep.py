@@ -550,10 +550,8 @@ def _choose_compute(levels, kind, opts, preps, outputs, fold, level0_centering, 
 
     if not _fits_float32(levels, fold, preps):
         return "float64", "auto: the model's numbers do not fit float32 arithmetic", None, {}
-    single = ExportOptions(compute="float32")
-    for i, mix in enumerate(levels):
-        pred = _flat.LAYOUTS["neurons"].choose(_flat._prepare(mix, fold.transform if i == 0 and fold else None),
-                                               mix, single).predicted
+    for i, mix in enumerate(levels):  # the float32 neuron layer and head, as the deep graph writes them
+        pred = _flat.float32_neuron_prediction(_flat._prepare(mix, fold.transform if i == 0 and fold else None))
         if pred["log_likelihood"] > _flat.LL_TARGET or pred["responsibilities"] > _flat.RESP_TARGET:
             return ("float64", f"auto: the single-mixture predictor rejects float32 arithmetic for level {i} "
                     f"(predicted ll {pred['log_likelihood']:.1e}, resp {pred['responsibilities']:.1e})", None, {})
@@ -683,7 +681,7 @@ def build(plan: ExportPlan):
 
 
 def _declines(model, options: ExportOptions) -> str | None:
-    if options.layout != "neurons":  # the deep exporter writes neurons only
+    if options.layout == "quadratic":  # the deep exporter writes neurons only
         return (f"layout={options.layout!r} applies to a single diag/spherical mixture, not to a hierarchy or with the "
                 "deep options (shifted_relu, intensity, level outputs); use layout='neurons'")
     return None

@@ -70,8 +70,13 @@ __all__ = [
 ]
 
 #: The float32 targets on standardized data (gmmnet.tolerances): log-likelihood max|Δ|/(1+|ref|), responsibilities max|Δ|.
+#: The deep exporter's compute="auto" keeps float32 only where it meets these.
 LL_TARGET = tol("float32_ll")
 RESP_TARGET = tol("float32_resp")
+#: The single-mixture default (compute="auto"): float32 arithmetic where its predicted responsibilities
+#: error is at most this (a float32 log-joint of size 50–150 is only known to ~1e-5 of a nat, and
+#: skl2onnx's float32 graphs err 1e-6–4e-5 on the same models); else float64 inside.
+DEFAULT_RESP_TARGET = tol("default_resp")
 #: The float64-graph target (both outputs), used by the quadratic layout's warning.
 F64_TARGET = tol("float64_ll")
 
@@ -80,6 +85,11 @@ F64_TARGET = tol("float64_ll")
 #: component)``.  Chosen by measurement (docs/onnx-graph.md, "Centering").
 ABS_OK = 1e-6
 RATIO_OK = 2.0
+#: The quadratic layout computes in float32 (compute="auto") only while its expanded terms are at most
+#: this many times D² in the bulk of every component (:func:`_quadratic_ratio`).  Measured
+#: (docs/onnx-graph.md, "Layouts"): up to R ≈ 8 its float32 errors were within max(skl2onnx's, 1e-6) on
+#: every data set; beyond, they grew (breast_cancer raw diag R = 8.7: 3.1e-6; iris diag R = 106: 1.8e-5).
+QUAD_RATIO = 8.0
 #: A chosen layout whose estimate exceeds this warns with PrecisionWarning.
 WARN_ABOVE = tol("float32_warn")
 #: "within a few σ": the estimate looks at points A standard deviations from a mean.
@@ -313,6 +323,21 @@ def _layer_head(dtype: str, compute: str) -> tuple[str, str]:
     return "float32", ("float64" if compute == "mixed" else "float32")
 
 
+def _tied_expanded(p: _Prepared, opts: ExportOptions, layer: str, centering: str) -> bool:
+    """Whether the tied neurons are written expanded (see :func:`_tied_expanded_d2`): a float32 layer of
+    Abs neurons with one shared centre (none or global) and no ``distances`` output."""
+    return (p.ctype == "tied" and layer == "float32" and opts.activation == "abs" and "distances" not in opts.outputs
+            and centering in ("none", "global") and not p.completed)
+
+
+def _heads(p: _Prepared, opts: ExportOptions, mode: str, centering: str) -> tuple[str, str]:
+    """(layer, head) dtypes of compute ``mode``; the expanded tied form sums its squares in float64."""
+    layer, head = _layer_head(opts.dtype, mode)
+    if _tied_expanded(p, opts, layer, centering):
+        head = "float64"
+    return layer, head
+
+
 def _predict(p: _Prepared, centering: str, layer: str, head: str) -> dict:
     """Predicted worst errors (log_likelihood relative, responsibilities absolute) of a layout.
 
@@ -409,9 +434,13 @@ def _check_representable(p: _Prepared, mixture, dtype: str) -> None:
         check_folded({"weights": p.W if p.W is not None else p.scales, "centres": p.means, "biases": p.bias}, dtype)
 
 
-def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "auto",
-                    mixture=None) -> tuple[str, str, str, dict]:
-    """(compute, centering, reason, predictions) for a graph of interface ``dtype``."""
+def _choose_compute(p: _Prepared, opts: ExportOptions, mixture=None) -> tuple[str, str, str, dict]:
+    """(compute, centering, reason, predictions) for a graph of interface ``opts.dtype``.
+
+    "auto" takes float32 where its predicted errors meet ``LL_TARGET`` (log-likelihood) and
+    ``DEFAULT_RESP_TARGET`` (responsibilities), else float64 inside.
+    """
+    dtype, compute, centering = opts.dtype, opts.compute, opts.centering
     fixed = centering
     if compute == "auto" and dtype == "float32" and mixture is not None and not _fits(p, mixture, "float32"):
         # weights/biases overflow float32: the error predictions are meaningless there
@@ -425,27 +454,33 @@ def _choose_compute(p: _Prepared, dtype: str, compute: str, centering: str = "au
     options = ("float32", "float64") if compute == "auto" else (compute,)
     preds = {}
     for mode in options:
-        layer, head = _layer_head(dtype, mode)
+        layer = _layer_head(dtype, mode)[0]
         centering = _choose_centering(p, layer)[0] if fixed == "auto" else _layout_centering(p.ctype, fixed)
-        preds[mode] = (centering, _predict(p, centering, layer, head))
+        preds[mode] = (centering, _predict(p, centering, *_heads(p, opts, mode, centering)))
         pr = preds[mode][1]
-        if pr["log_likelihood"] <= LL_TARGET and pr["responsibilities"] <= RESP_TARGET:
+        if pr["log_likelihood"] <= LL_TARGET and pr["responsibilities"] <= DEFAULT_RESP_TARGET:
             break
     summary = "; ".join(f"{m}: ll {v[1]['log_likelihood']:.1e}, resp {v[1]['responsibilities']:.1e}"
                         for m, v in preds.items())
     if compute == "auto":
-        reason = (f"auto: float32 if its predicted errors meet ll {LL_TARGET:.0e}, resp {RESP_TARGET:.0e}, "
+        reason = (f"auto: float32 if its predicted errors meet ll {LL_TARGET:.0e}, resp {DEFAULT_RESP_TARGET:.0e}, "
                   f"else float64; {summary}")
     else:
         reason = f"requested {compute!r}; {summary}"
     return mode, preds[mode][0], reason, preds[mode][1]
 
 
-def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", layout: str = "neurons",
+def float32_neuron_prediction(p: _Prepared) -> dict:
+    """Predicted errors of a float32 neuron layer and float32 head with centering "auto" (the deep
+    exporter's gate for each level; the single-mixture graph may sum its squares in float64 instead)."""
+    return _predict(p, _choose_centering(p, "float32")[0], "float32", "float32")
+
+
+def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", layout: str = "auto",
                      centering: str = "auto") -> dict:
     """Predicted worst errors of the graph :func:`to_onnx` would write, with the choices made.
 
-    Returns ``{"compute", "centering", "log_likelihood", "responsibilities"}``: the compute and
+    Returns ``{"layout", "compute", "centering", "log_likelihood", "responsibilities"}``: the layout, compute and
     centering that ``to_onnx(mixture, dtype=dtype, compute=compute, layout=layout, centering=centering)`` uses, its
     predicted log-likelihood error (max |Δ|/(1+|ref|)) and responsibilities error (max |Δ|) on
     points in the bulk of each component (docs/onnx-graph.md, "Compute" and "Layouts").
@@ -453,21 +488,23 @@ def predicted_errors(mixture, *, dtype: str = "float32", compute: str = "auto", 
     """
     opts = ExportOptions(dtype=dtype, compute=compute, layout=layout, centering=centering)
     _check_mixture(mixture)
-    choice = LAYOUTS[layout].choose(_prepare(mixture), mixture, opts)
-    return {"compute": choice.compute, "centering": choice.centering, **choice.predicted}
+    p = _prepare(mixture)
+    name = _resolve_layout(p, mixture, opts)
+    choice = LAYOUTS[name].choose(p, mixture, opts)
+    return {"layout": name, "compute": choice.compute, "centering": choice.centering, **choice.predicted}
 
 
 # ---------------------------------------------------------------------------
 # the quadratic layout (diag/spherical): D² as one expanded product, always in float64
 
 
-def _quadratic_terms(p: _Prepared, centering: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _quadratic_terms(p: _Prepared, centering: str, arith: str = "float64") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(m, P, δ): the centre m (d,) — the mixture's mean Σ π_k μ_k for "global", 0 for "none" —,
     the precisions P = 1/σ² (K, d) and the offsets δ = μ_k − m (K, d).
 
-    m is stored in the graph as a double exactly as computed here, so it is used exactly.
+    m is rounded to the arithmetic ``arith`` and stored as computed here, so it is used exactly.
     """
-    m = p.weights @ p.means if centering == "global" else np.zeros(p.d)
+    m = rounder(arith)(p.weights @ p.means) if centering == "global" else np.zeros(p.d)
     return m, 1.0 / p.variances, p.means - m
 
 
@@ -475,6 +512,19 @@ def _quadratic_size(p: _Prepared, centering: str) -> np.ndarray:
     """T_k = Σ_j p_kj (2|δ_kj| + A σ_kj)², the size of the expanded terms (see :func:`_predict_quadratic`)."""
     _, prec, off = _quadratic_terms(p, centering)
     return np.sum(prec * (2.0 * np.abs(off) + _A * np.sqrt(p.variances)) ** 2, axis=1)
+
+
+def _quadratic_ratio(p: _Prepared, centering: str) -> float:
+    """R = max_k T_k / D²_hi: the expanded terms' size in the bulk of component k's points against D² itself.
+
+    With xc = δ_k + σ_k ∘ ξ and Σ_j ξ_j² ≤ D²_hi = d + A√(2d), the terms add up to
+    Σ_j p_kj (|xc_j| + |δ_kj|)² ≤ T_k = (2 ‖δ_k‖_p + √D²_hi)², ‖δ‖_p² = Σ_j p_kj δ_kj².  R = 1 for a
+    component centred on m; R grows like (‖δ_k‖_p)² / d for components far from the centre.
+    """
+    _, prec, off = _quadratic_terms(p, centering)
+    d2_hi = p.d + _A * np.sqrt(2.0 * p.d)
+    delta = np.sqrt(np.sum(prec * off * off, axis=1))
+    return float(np.max((2.0 * delta + np.sqrt(d2_hi)) ** 2) / d2_hi)
 
 
 def _choose_quadratic_centering(p: _Prepared, centering: str) -> tuple[str, str]:
@@ -487,8 +537,14 @@ def _choose_quadratic_centering(p: _Prepared, centering: str) -> tuple[str, str]
                   f"{RATIO_OK:g}x; none {t_none:.3g}, global {t_glob:.3g}")
 
 
-def _predict_quadratic(p: _Prepared, dtype: str, centering: str) -> dict:
-    """Predicted worst errors of the quadratic layout (float64 arithmetic; outputs cast to ``dtype``).
+def _predict_quadratic(p: _Prepared, dtype: str, centering: str, arith: str = "float64") -> dict:
+    """Predicted worst errors of the quadratic layout in ``arith`` arithmetic (outputs of type ``dtype``).
+
+    float32 arithmetic: the float32 neurons graph's prediction (:func:`_predict`, the floor of any
+    float32 graph: rounding of D² and of the head), times ``max(1, R / QUAD_RATIO)`` where
+    ``R = max_k T_k / D²_hi`` (:func:`_quadratic_ratio`) says how much larger than D² the expanded
+    terms are in the bulk of a component's points.  Measured on the data sets of
+    docs/onnx-graph.md and the benchmark models, that was 0.5–2 times the error.  float64 arithmetic:
 
     With xc = x − m (m the centre) and δ_k = μ_k − m, the graph sums three terms,
     ``D²_k = Σ_j p_kj xc_j² − 2 Σ_j p_kj δ_kj xc_j + Σ_j p_kj δ_kj²``.  Within A = 3 standard
@@ -503,15 +559,21 @@ def _predict_quadratic(p: _Prepared, dtype: str, centering: str) -> dict:
         ll   = max_k (P_k + H_k) / (1 + min over the bulk |c_k − ½ D²|)  (+ u₃₂ for a float32 interface)
         resp = ½ max_k (P_k + H_k)                                      (+ u₃₂ for a float32 interface)
 
-    with u = 2⁻⁵³.  The u₃₂ = 2⁻²⁴ terms are the rounding of the outputs to float32 (½ ulp).
+    with u the unit roundoff of ``arith`` (2⁻⁵³ for float64).  The u₃₂ = 2⁻²⁴ terms are the rounding of
+    float64 results to a float32 interface (½ ulp); in float32 arithmetic they are part of u.
     T_k is large when a component is narrow compared with its distance from the centre
     (|δ_kj| ≫ σ_kj): there the expanded form cancels, and the neurons layout (centred on each
     μ_k) is the accurate one.
     """
-    key = ("quadratic", dtype, centering)
+    key = ("quadratic", dtype, centering, arith)
     if key in p.memo:
         return p.memo[key]
-    u = _UNIT_ROUNDOFF["float64"]
+    if arith == "float32":
+        floor = _predict(p, "component", "float32", "float32")
+        scale = max(1.0, _quadratic_ratio(p, centering) / QUAD_RATIO)
+        p.memo[key] = {k: v * scale for k, v in floor.items()}
+        return p.memo[key]
+    u = _UNIT_ROUNDOFF[arith]
     T = _quadratic_size(p, centering)
     spread = _A * np.sqrt(2.0 * p.d)
     d2_hi, d2_lo = p.d + spread, max(p.d - spread, 0.0)
@@ -523,7 +585,7 @@ def _predict_quadratic(p: _Prepared, dtype: str, centering: str) -> dict:
         lo = 0.0 if d2_lo <= 2 * c <= d2_hi else min(abs(c - 0.5 * d2_lo), abs(c - 0.5 * d2_hi))
         ll = max(ll, (P + H) / (1.0 + lo))
         resp = max(resp, 0.5 * (P + H))
-    if dtype == "float32":
+    if dtype == "float32" and arith == "float64":
         ll += _UNIT_ROUNDOFF["float32"]
         resp += _UNIT_ROUNDOFF["float32"]
     p.memo[key] = {"log_likelihood": ll, "responsibilities": resp}
@@ -703,10 +765,22 @@ def _layer_key(p: _Prepared, centering: str) -> tuple[str, str]:
 
 
 def _neurons(g: Graph, p: _Prepared, activation: str, centering: str, x: str, want: set, emit) -> tuple[str, str]:
-    """The neuron layer, its activation and the ``distances`` output.  Returns (activations, shape kind)."""
+    """The neuron layer, its activation and the ``distances`` output.
+
+    Returns (what the sum of squares reads, shape kind): the ReLU activations, or for Abs
+    neurons their pre-activations z (|z|² = z², so the Abs node only feeds ``distances``).
+    """
     relu = activation == "relu"
-    K, r = p.K, p.r
     z, kind = LAYERS[_layer_key(p, centering)](g, p, relu, x, centering)
+    a = _activate(g, p, relu, z, kind, want, emit)
+    return (a if relu else z), kind
+
+
+def _activate(g: Graph, p: _Prepared, relu: bool, z: str, kind: str, want: set, emit) -> str | None:
+    """Relu of the pre-activations z, or (Abs neurons) |z| when ``distances`` is asked for, with that output."""
+    K, r = p.K, p.r
+    if not relu and "distances" not in want:
+        return None
     act_op = "Relu" if relu else "Abs"
     act_doc = ("a = relu(z): per component r activations of +w then r of -w; |z| = relu(z) + relu(-z)" if relu
                else "a = |z|: Mahalanobis distance along each principal component")
@@ -727,7 +801,83 @@ def _neurons(g: Graph, p: _Prepared, activation: str, centering: str, x: str, wa
             emit("distances/kept", "distances")
             g.node("Gather", [t, g.ints("distances/kept_index", keep)], "distances/kept",
                    "the kept principal directions of each component (rank-truncated model)", axis=1)
-    return a, kind
+    return a
+
+
+def _full_split_d2(g: Graph, p: _Prepared, x: str, centering: str, want: set, emit) -> str:
+    """full, Abs neurons: D² [N, K] from one Gemm per component, each summed in squares at once.
+
+    Component k's neurons z_k = W_k (x − μ_k) are an (N, r) Gemm ``layer0/c{k}/linear`` whose
+    output the sum of squares reads while it is fresh (|z|² = z²: no Abs pass).  Centred per
+    component, its input is x − μ_hi − μ_lo and it has no bias.  Otherwise its input is
+    [x − c, 1] (``layer0/homogeneous``: a column of ones appended once) and its rows are the
+    neurons (w_i, b_i) with b_i = −w_i·(μ_k − c): the bias rides in the product, where a Gemm's C
+    input would cost onnxruntime one more pass over every (N, r) output (measured: 0.86× the time
+    of the C form at K = 32, d = 64).  ``distances`` concatenates the z_k into ``layer0/linear``
+    and takes the Abs beside the D² path.
+    """
+    W = p.rounded_W(g.dtype)
+    if centering == "component":
+        hi, lo = _split(p, g.dtype)
+        offs = None
+    else:
+        x, offs = _centre_input(g, p, x, centering)
+        col = g.node("Slice", [x, g.ints("layer0/ones_start", [0]), g.ints("layer0/ones_end", [1]),
+                               g.ints("axes/1", [1])], "layer0/first_column", "x[:, :1]")
+        col = g.node("Mul", [col, g.const("layer0/zero", np.array(0.0))], "layer0/zeros", "0 * x[:, :1]")
+        col = g.node("Add", [col, g.const("layer0/one", np.array(1.0))], "layer0/ones", "a column of ones: (N, 1)")
+        x = g.node("Concat", [x, col], "layer0/homogeneous", "[x, 1]: (N, d + 1), so that the bias rides in the "
+                   "product", axis=1)
+    parts, sums = [], []
+    for k in range(p.K):
+        if offs is None:
+            ins = [_center(g, x, hi[k], lo[k], f"layer0/c{k}", f"mean of component {k}"),
+                   g.const(f"layer0/c{k}/W", W[k], f"component {k} neurons, row i = w_i = lambda_i^-1/2 v_i")]
+            if p.bias is not None:
+                ins.append(g.const(f"layer0/c{k}/b", p.bias[k], "-W r_k: the centre's offset from the input "
+                                   "transform's range"))
+        else:
+            b = -(W[k] @ offs[k]) + (0.0 if p.bias is None else p.bias[k])
+            ins = [x, g.const(f"layer0/c{k}/W", np.concatenate([W[k], b[:, None]], axis=1),
+                              f"component {k} neurons, row i = (w_i, b_i): w_i = lambda_i^-1/2 v_i, "
+                              f"b_i = -w_i (mu_{k} - centre)")]
+        z = g.node("Gemm", ins, f"layer0/c{k}/linear", f"z = W_{k} (x - mu_{k}): (N, r), neurons "
+                   + ",".join(p.labels[k]), transB=1)
+        parts.append(z)
+        sums.append(g.reduce("ReduceSumSquare", z, [1], f"head/c{k}/sumsq", 1,
+                             f"D^2_{k} = sum_i z_i^2 = sum_i |z_i|^2: (N, 1)"))
+    if "distances" in want:
+        z = g.node("Concat", parts, "layer0/linear", "(N, K*r), " + _rows_doc(False) + "; neurons (component-major): "
+                   + _neuron_list(p), axis=1)
+        _activate(g, p, False, z, "flat", want, emit)
+    return g.node("Concat", sums, "head/sumsq", "D^2: (N, K)", axis=1)
+
+
+def _tied_expanded_d2(g: Graph, p: _Prepared, x: str, centering: str) -> str:
+    """tied, float32 layer: the d shared neurons y = W (x − c) once, then D² expanded in float64.
+
+    Component k's neurons are y − o_k with o_k = W (μ_k − c) (computed in float64 from the
+    float32 weights and centre), so ``D²_k = ‖y‖² − 2 y·o_k + ‖o_k‖²``: y is cast to double
+    (exact) and the expansion, a (N, d)×(d, K) Gemm and a sum of squares, runs in float64, where
+    it does not cancel.  No (N, K, d) tensor is formed.  Leaves the graph in float64.
+    """
+    W0 = p.rounded_W(g.dtype)[0]
+    x, offs = _centre_input(g, p, x, centering)
+    o = offs @ W0.T  # (K, r): z_k = y − o_k
+    if p.bias is not None:
+        o = o - p.bias
+    y = g.node("Gemm", [x, g.const("layer0/W", W0, "shared whitening rows: row i = w_i = lambda_i^-1/2 v_i")],
+               "layer0/shared_linear", "y = W x: the shared neurons, (N, r); component k's are y - o_k", transB=1)
+    g.set_dtype("float64")
+    y = g.node("Cast", [y], "layer0/cast", "y as double (exact): the expansion runs in float64", to=g.elem)
+    cross = g.node("Gemm", [y, g.const("head/O", np.ascontiguousarray(-2.0 * o.T), "-2 o_k as columns: (r, K)"),
+                            g.const("head/e", np.einsum("ki,ki->k", o, o), "|o_k|^2: (K,)")],
+                   "head/cross_term", "-2 y.o_k + |o_k|^2: (N, K)")
+    ss = g.reduce("ReduceSumSquare", y, [1], "head/shared_sumsq", 1, "|y|^2: (N, 1)")
+    d2 = g.node("Gemm", [ss, g.const("head/ones", np.ones((1, p.K)), "(1, K) ones"), cross], "head/d2_raw",
+                "D^2_k = |y|^2 - 2 y.o_k + |o_k|^2 = |y - o_k|^2: (N, K)")
+    return g.node("Max", [d2, g.const("head/zero", np.array(0.0), "0")], "head/sumsq",
+                  "max(D^2, 0): the true D^2 is >= 0; the expanded sum can round a little below 0")
 
 
 # ---------------------------------------------------------------------------
@@ -735,17 +885,17 @@ def _neurons(g: Graph, p: _Prepared, activation: str, centering: str, x: str, wa
 
 
 def _build_quadratic(g: Graph, p: _Prepared, x: str, centering: str) -> str:
-    """D² [N, K] of a diag/spherical mixture as one expanded product (float64 graph).
+    """D² [N, K] of a diag/spherical mixture as one expanded product (in the graph's arithmetic).
 
     ``D²_k = Σ_j p_kj xc_j² − 2 Σ_j p_kj δ_kj xc_j + Σ_j p_kj δ_kj²`` with xc = x − m, δ_k = μ_k − m,
     p = 1/σ², m the mixture's mean ("global") or 0 ("none"): two (N, d)×(d, K) products
     (spherical: ‖xc‖² times p_k) instead of K·d neurons.  Both are Gemms whose C input carries
     the rest of the sum (e_k, then the cross term), so the additions cost no extra pass.
     """
-    m, prec, off = _quadratic_terms(p, centering)
+    m, prec, off = _quadratic_terms(p, centering, g.dtype)
     xc = x
     if centering == "global":
-        xc = g.node("Sub", [x, g.const("quadratic/mean", m, "centre m = sum_k pi_k mu_k, the mixture's mean (float64)")],
+        xc = g.node("Sub", [x, g.const("quadratic/mean", m, "centre m = sum_k pi_k mu_k, the mixture's mean")],
                     "quadratic/center", "xc = x - m: (N, d)")
     Q = -2.0 * prec * off
     e = np.sum(prec * off * off, axis=1)
@@ -764,8 +914,46 @@ def _build_quadratic(g: Graph, p: _Prepared, x: str, centering: str) -> str:
                   "max(D^2, 0): the true D^2 is >= 0; the expanded sum can round a little below 0")
 
 
-def _build_head(g: Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: str, narrow: bool = False) -> None:
+@dataclass(frozen=True)
+class _LogJoint:
+    """A layout's output that is already the log-joint L [N, K] (not D²)."""
+
+    name: str
+
+
+def _build_quadratic_log_joint(g: Graph, p: _Prepared, x: str, centering: str) -> str:
+    """The log-joint L [N, K] of a diag/spherical mixture as one expanded product (float32 arithmetic).
+
+    ``L_k = Σ_j (−½ p_kj) xc_j² + Σ_j p_kj δ_kj xc_j + (c_k − ½ Σ_j p_kj δ_kj²)``: the terms of
+    :func:`_build_quadratic` with −½ and c_k folded into the constants (derived in float64, rounded
+    once), so that the two Gemms give L with no pass over [N, K] after them.  No clamp: L rounds at
+    most slightly above c_k where D² ≈ 0, which no output minds.
+    """
+    m, prec, off = _quadratic_terms(p, centering, g.dtype)
+    xc = x
+    if centering == "global":
+        xc = g.node("Sub", [x, g.const("quadratic/mean", m, "centre m = sum_k pi_k mu_k, the mixture's mean")],
+                    "quadratic/center", "xc = x - m: (N, d)")
+    with np.errstate(invalid="ignore"):  # c_k = -inf (a zero weight) stays -inf
+        e = p.consts - 0.5 * np.sum(prec * off * off, axis=1)
+    cross = g.node("Gemm", [xc, g.const("quadratic/Q", np.ascontiguousarray((prec * off).T),
+                                        "Q[j, k] = p_kj (mu_kj - m_j): (d, K)"),
+                            g.const("quadratic/e", e, "e_k = c_k - 1/2 sum_j p_kj (mu_kj - m_j)^2: (K,)")],
+                   "quadratic/cross_term", "sum_j p_kj (mu_kj - m_j) xc_j + e_k: (N, K)")
+    if p.ctype == "diag":
+        sq = g.node("Mul", [xc, xc], "quadratic/square", "xc_j^2: (N, d)")
+        P, pdoc = np.ascontiguousarray(-0.5 * prec.T), "P[j, k] = -1/2 p_kj = -1/(2 sigma^2_kj): (d, K)"
+    else:
+        sq = g.reduce("ReduceSumSquare", xc, [1], "quadratic/sumsq", 1, "|xc|^2: (N, 1)")
+        P, pdoc = -0.5 * prec[:, :1].T, "P[0, k] = -1/2 p_k = -1/(2 sigma^2_k): (1, K)"
+    return g.node("Gemm", [sq, g.const("quadratic/P", P, pdoc), cross], "head/log_joint",
+                  "L_k = -D^2_k/2 + c_k expanded: square term plus the cross term and e_k (Gemm's C): (N, K)")
+
+
+def _build_head(g: Graph, p: _Prepared, d2, want: set, emit, head_dtype: str, narrow: bool = False) -> None:
     """The mixture head on D² [N, K]: mahalanobis, L_k = −½D²_k + c_k, label, log-sum-exp, responsibilities.
+
+    ``d2`` may be a :class:`_LogJoint` (the layout computed L itself; no mahalanobis then).
 
     ``narrow``: the interface is float32, so a float64 head takes its exponentials in float32
     (after the float64 shift L − m) and gives the responsibilities in float32.
@@ -781,10 +969,13 @@ def _build_head(g: Graph, p: _Prepared, d2: str, want: set, emit, head_dtype: st
         g.node("Sqrt", [d2], "head/mahalanobis", "D_k, the Mahalanobis distance")
     if not want & {"label", "responsibilities", "log_likelihood"}:
         return
-    half = g.node("Mul", [d2, g.const("head/neg_half", np.array(-0.5))], "head/neg_half_d2", "-D^2/2")
-    lj = g.node("Add", [half, g.const("head/c", p.consts,
-                                       "c_k = log w_k - 1/2 sum log lambda - d/2 log 2pi + log_constant_k")],
-                "head/log_joint", "L_k = -D^2_k/2 + c_k: (N, K)")
+    if isinstance(d2, _LogJoint):  # the layout wrote L itself
+        lj = d2.name
+    else:
+        half = g.node("Mul", [d2, g.const("head/neg_half", np.array(-0.5))], "head/neg_half_d2", "-D^2/2")
+        lj = g.node("Add", [half, g.const("head/c", p.consts,
+                                           "c_k = log w_k - 1/2 sum log lambda - d/2 log 2pi + log_constant_k")],
+                    "head/log_joint", "L_k = -D^2_k/2 + c_k: (N, K)")
     if "label" in want:
         emit("head/label", "label")
         g.node("ArgMax", [lj], "head/label", "argmax_k L_k (first on ties)", axis=1, keepdims=0)
@@ -858,8 +1049,8 @@ class Layout:
 
 def _choose_neurons(p: _Prepared, mixture, opts: ExportOptions) -> _Choice:
     dtype, centering = opts.dtype, opts.centering
-    mode, _, compute_reason, _ = _choose_compute(p, dtype, opts.compute, centering, mixture)
-    layer, head = _layer_head(dtype, mode)
+    mode, _, compute_reason, _ = _choose_compute(p, opts, mixture)
+    layer = _layer_head(dtype, mode)[0]
     if centering == "auto":
         used, reason, ests = _choose_centering(p, layer)
     else:
@@ -879,6 +1070,7 @@ def _choose_neurons(p: _Prepared, mixture, opts: ExportOptions) -> _Choice:
             better = f"; centering='component' is estimated at {comp:.1e}"
         warns.append(f"estimated {layer} log-likelihood error {estimate:.1e} with centering={used!r} exceeds "
                      f"{WARN_ABOVE:.0e}; {hint}{better}")
+    layer, head = _heads(p, opts, mode, used)
     return _Choice(mode, compute_reason, layer, head, used, reason, ests, estimate, _predict(p, used, layer, head),
                    tuple(warns))
 
@@ -891,35 +1083,76 @@ def _choose_quadratic(p: _Prepared, mixture, opts: ExportOptions) -> _Choice:
         raise UsageError(f"layout='quadratic' is for diag and spherical mixtures; this one is "
                          f"{mixture.covariance_type!r} (use layout='neurons')")
     dtype = opts.dtype
-    # float64 inside: in float32 the expanded form cancels (skl2onnx's 1e-6..1e-4)
     used, reason = _choose_quadratic_centering(p, opts.centering)
-    pred = _predict_quadratic(p, dtype, used)
-    ests = {c: _predict_quadratic(p, dtype, c)["log_likelihood"] for c in ("none", "global")}
-    ll_t, resp_t = (LL_TARGET, RESP_TARGET) if dtype == "float32" else (F64_TARGET, F64_TARGET)
+    if opts.centering == "auto" and dtype == "float32" and opts.compute in ("auto", "float32"):
+        # float32 arithmetic: every rounding counts, so centre wherever it makes the expanded terms smaller
+        r = {c: _quadratic_ratio(p, c) for c in ("none", "global")}
+        used = "global" if r["global"] < r["none"] else "none"
+        reason = (f"auto (float32 arithmetic): the centre with the smaller expanded terms R; none {r['none']:.3g}, "
+                  f"global {r['global']:.3g}")
+    arith, compute_reason = _quadratic_arith(p, mixture, opts, used)
+    if arith == "float64" and opts.centering == "auto":
+        used, reason = _choose_quadratic_centering(p, "auto")
+    pred = _predict_quadratic(p, dtype, used, arith)
+    ests = {c: _predict_quadratic(p, dtype, c, arith)["log_likelihood"] for c in ("none", "global")}
+    ll_t, resp_t = (LL_TARGET, DEFAULT_RESP_TARGET) if dtype == "float32" else (F64_TARGET, F64_TARGET)
+    if arith == "float64" and dtype == "float32" and opts.compute == "float64":
+        resp_t = RESP_TARGET
     warns = []
     if pred["log_likelihood"] > ll_t or pred["responsibilities"] > resp_t:
         warns.append(
             f"layout='quadratic': predicted errors log_likelihood {pred['log_likelihood']:.1e}, responsibilities "
             f"{pred['responsibilities']:.1e} exceed the {dtype} targets ({ll_t:.0e}, {resp_t:.0e}): components "
             f"narrow compared with their distance from the centre (centering={used!r}); use layout='neurons'")
-    return _Choice("float64", "layout='quadratic' always computes in float64", "float64", "float64", used, reason,
-                   ests, pred["log_likelihood"], pred, tuple(warns))
+    return _Choice(arith, compute_reason, arith, arith, used, reason, ests, pred["log_likelihood"], pred, tuple(warns))
+
+
+def _quadratic_arith(p: _Prepared, mixture, opts: ExportOptions, centering: str) -> tuple[str, str]:
+    """(arithmetic, reason) of the quadratic layout: float32 where requested, or ("auto", float32 interface)
+    where its predicted errors meet the default targets (ll LL_TARGET, resp DEFAULT_RESP_TARGET); else float64.
+    The expanded terms cancel when a component is narrow compared with its distance from the centre:
+    in float32 that costs skl2onnx's graphs 1e-6..1e-4, and the prediction sees it (T_k)."""
+    if opts.dtype == "float64" or opts.compute == "float64":
+        return "float64", ("float64 graph" if opts.dtype == "float64" else "requested 'float64'")
+    if opts.compute == "float32":
+        return "float32", "requested 'float32'"
+    if not _fits(p, mixture, "float32"):
+        return "float64", "auto: the mixture's numbers do not fit float32 arithmetic"
+    pred = _predict_quadratic(p, opts.dtype, centering, "float32")
+    ratio = _quadratic_ratio(p, centering)
+    ok = (ratio <= QUAD_RATIO and pred["log_likelihood"] <= LL_TARGET
+          and pred["responsibilities"] <= DEFAULT_RESP_TARGET)
+    summary = (f"expanded terms R = {ratio:.3g} x D^2 (float32 up to {QUAD_RATIO:g}); "
+               f"float32: ll {pred['log_likelihood']:.1e}, resp {pred['responsibilities']:.1e}")
+    if not ok:
+        p64 = _predict_quadratic(p, opts.dtype, centering, "float64")
+        summary += f"; float64: ll {p64['log_likelihood']:.1e}, resp {p64['responsibilities']:.1e}"
+    return ("float32" if ok else "float64"), (f"auto: float32 if the expanded terms are small and its predicted "
+                                              f"errors meet ll {LL_TARGET:.0e}, resp {DEFAULT_RESP_TARGET:.0e}, "
+                                              f"else float64; {summary}")
 
 
 def _build_neurons(g: Graph, p: _Prepared, plan: ExportPlan, x: str, want: set, emit) -> str | None:
     relu = plan.options.activation == "relu"
+    scores = bool(want & {"label", "responsibilities", "log_likelihood", "mahalanobis"})
+    if scores and _tied_expanded(p, plan.options, plan.layer_dtype, plan.centering):
+        return _tied_expanded_d2(g, p, x, plan.centering)
+    if scores and p.ctype == "full" and not relu:
+        return _full_split_d2(g, p, x, plan.centering, want, emit)
     a, kind = _neurons(g, p, plan.options.activation, plan.centering, x, want, emit)
-    if not want & {"label", "responsibilities", "log_likelihood", "mahalanobis"}:
+    if not scores:
         return None
     R = 2 * p.r if relu else p.r
     a3 = g.reshape(a, [0, p.K, R], "head/reshape", "(N, K, R): one row of activations per component") if kind == "flat" else a
     return g.reduce("ReduceSumSquare", a3, [2], "head/sumsq", 0,
-                    "D^2_k = sum of squared activations (relu(z)^2 + relu(-z)^2 = z^2)")
+                    "D^2_k = sum of squared activations (|z|^2 = z^2; relu(z)^2 + relu(-z)^2 = z^2)")
 
 
-def _build_quadratic_layout(g: Graph, p: _Prepared, plan: ExportPlan, x: str, want: set, emit) -> str | None:
+def _build_quadratic_layout(g: Graph, p: _Prepared, plan: ExportPlan, x: str, want: set, emit):
     d2 = None
-    if want & {"label", "responsibilities", "log_likelihood", "mahalanobis"}:
+    if g.dtype == "float32" and "mahalanobis" not in want and want & {"label", "responsibilities", "log_likelihood"}:
+        d2 = _LogJoint(_build_quadratic_log_joint(g, p, x, plan.centering))
+    elif want & {"label", "responsibilities", "log_likelihood", "mahalanobis"}:
         d2 = _build_quadratic(g, p, x, plan.centering)
     if "distances" in want:  # the neuron branch, for that output only
         _neurons(g, p, plan.options.activation, "component", x, want, emit)
@@ -971,7 +1204,21 @@ LAYOUTS: dict[str, Layout] = {
     "quadratic": Layout("quadratic", _choose_quadratic, _build_quadratic_layout, _describe_quadratic,
                         lambda p, o: p.K * _rows_per_component(p, o) if "distances" in o.outputs else 0),
 }
-assert tuple(LAYOUTS) == LAYOUT_NAMES
+assert ("auto", *LAYOUTS) == LAYOUT_NAMES
+
+
+def _resolve_layout(p: _Prepared, mixture, opts: ExportOptions) -> str:
+    """The layout of ``layout="auto"`` (the default): "quadratic" for a diag/spherical mixture (float32
+    interface, Abs activation, compute auto or float32, one centre or none) unless its predicted errors
+    exceed the targets even in float64; else "neurons".  ``compute="float64"`` keeps the neurons layout:
+    the most accurate graph (docs/onnx-graph.md, "Layouts")."""
+    if opts.layout != "auto":
+        return opts.layout
+    if (p.ctype in _AXIS and not p.completed and opts.activation == "abs" and opts.dtype == "float32"
+            and opts.compute in ("auto", "float32") and opts.centering in ("auto", "none", "global")
+            and not _choose_quadratic(p, mixture, opts).warnings):
+        return "quadratic"
+    return "neurons"
 
 
 # ---------------------------------------------------------------------------
@@ -994,7 +1241,7 @@ def _weights(mixture, opts: ExportOptions) -> tuple[int, int, str]:
     diagonal = fold is None or fold.diagonal is not None
     head = 2 * K + 16  # log-terms, guards, axes and shapes
     if mixture.covariance_type in _AXIS and diagonal:  # centres (high, low parts) and scales; quadratic: P, Q, e, m
-        n = K * d * (2 + pairs) + (2 * K * d + K + d if opts.layout == "quadratic" else 0) + head
+        n = K * d * (2 + pairs) + (2 * K * d + K + d if opts.layout != "neurons" else 0) + head
         working = 8 * n * 4
     else:  # rows, centres (high, low parts) or one centre, biases
         n = K * r * d * pairs + 2 * K * d + K * r * pairs + head
@@ -1010,10 +1257,9 @@ def plan(mixture, options: ExportOptions, *, complete: bool = False) -> ExportPl
     n_bytes, working, what = _weights(mixture, options)
     check_weight_bytes(n_bytes, working, what)
     p = _prepare(mixture, complete=complete)
-    layout = LAYOUTS[options.layout]
     if options.compute != "auto":  # the arithmetic is known: refuse what it cannot hold before estimating in it
-        _check_representable(p, mixture, "float64" if options.layout == "quadratic"
-                             else _layer_head(options.dtype, options.compute)[0])
+        _check_representable(p, mixture, _layer_head(options.dtype, options.compute)[0])
+    layout = LAYOUTS[_resolve_layout(p, mixture, options)]
     choice = layout.choose(p, mixture, options)
     _check_representable(p, mixture, choice.layer_dtype)
     loss = None
@@ -1125,6 +1371,7 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
         "predicted_error_log_likelihood": f"{plan.predicted['log_likelihood']:.3e}",
         "predicted_error_responsibilities": f"{plan.predicted['responsibilities']:.3e}",
         "layout": plan.layout,
+        "layout_requested": opts.layout,
         "neuron_layout": ("k*2r+i: +w_ki, k*2r+r+i: -w_ki" if opts.activation == "relu" else "k*r+i: w_ki"),
     }
     if p.completed:
@@ -1135,11 +1382,13 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
     if opts.output_names != "gmmnet":
         meta["output_names"] = opts.output_names
     set_metadata(model, meta)
-    if model.ir_version >= 10:  # per-node metadata: the neuron names on the linear node
+    if model.ir_version >= 10:  # per-node metadata: the neuron names on the linear node(s)
+        per_component = {f"layer0/c{k}/linear": ",".join(labs) for k, labs in enumerate(p.labels)}
         for n in model.graph.node:
-            if n.name == "layer0/linear":
+            if n.name == "layer0/linear" or (n.name in per_component and n.op_type == "Gemm"):
                 entry = n.metadata_props.add()
-                entry.key, entry.value = "neurons", _neuron_list(p)
+                entry.key, entry.value = "neurons", (_neuron_list(p) if n.name == "layer0/linear"
+                                                     else per_component[n.name])
     rename_outputs(model, opts.output_names)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -1148,7 +1397,7 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
 def _declines(mixture, options: ExportOptions) -> str | None:
     if options.needs_deep:
         return ("activation='shifted_relu', intensity heads and level outputs are written by the deep exporter")
-    if options.layout == "neurons" and any(c.rank < c.n_features for c in mixture.components):
+    if options.layout != "quadratic" and any(c.rank < c.n_features for c in mixture.components):
         return "a rank-truncated mixture is written by the deep exporter (K·r neurons plus the residual term)"
     return None
 

@@ -66,7 +66,7 @@ class ExportPlan:
     def summary(self) -> str:
         """One line: the network's shape, e.g. ``3 components, 39 neurons -> 2 components, 78 neurons (2 levels)``."""
         if self.layout == "quadratic":
-            shape = f"{self.levels[0][0]} components, quadratic layout (float64 inside)"
+            shape = f"{self.levels[0][0]} components, quadratic layout ({self.layer_dtype} inside)"
         else:
             shape = " -> ".join(f"{k} components, {n} neurons" for k, n in self.levels)
         return shape + (f" ({len(self.levels)} levels)" if len(self.levels) > 1 else "")
