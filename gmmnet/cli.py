@@ -287,8 +287,12 @@ def cmd_to_gmm(args) -> int:
     if not isinstance(model, onnx.ModelProto):
         raise UsageError(f"to-gmm reads an ONNX network; {args.model} is not one (use inspect or to-onnx)")
     from .formats.onnx.read_deep import is_deep
+    from .formats.onnx.walk import read_graph
 
-    if args.groups is None and args.n_components is None and is_deep(model):  # a hierarchy: one mixture per level
+    grouped = args.groups is not None or args.n_components is not None
+    if not grouped:
+        model = read_graph(model)  # walked once, for is_deep and for the reader
+    if not grouped and is_deep(model):  # a hierarchy: one mixture per level
         if args.calibrate:
             raise UsageError(f"{args.model} is a hierarchy; --calibrate recovers one mixture (pass --groups to read "
                              "the first level as one)")

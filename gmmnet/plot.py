@@ -112,10 +112,12 @@ def as_document(obj: Any, *, data: np.ndarray | None = None) -> tuple[Mixture | 
     if onnx is not None and isinstance(obj, onnx.ModelProto):
         from .formats.onnx.read import from_onnx
         from .formats.onnx.read_deep import from_onnx as from_deep_onnx, is_deep
+        from .formats.onnx.walk import read_graph
 
-        if is_deep(obj):  # a deep network: the whole hierarchy, level by level
-            return from_deep_onnx(obj, data=data)
-        return from_onnx(obj, data=data)
+        reading = read_graph(obj)  # walked once, for is_deep and for the reader
+        if is_deep(reading):  # a deep network: the whole hierarchy, level by level
+            return from_deep_onnx(reading, data=data)
+        return from_onnx(reading, data=data)
     from .formats.sklearn import from_sklearn
 
     return from_sklearn(obj), None

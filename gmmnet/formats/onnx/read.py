@@ -32,7 +32,8 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
 
     Parameters
     ----------
-    model_or_path : onnx.ModelProto, path or bytes
+    model_or_path : onnx.ModelProto, path, bytes, or a :class:`~gmmnet.formats.onnx.walk.GraphReading`
+        (a graph already walked, e.g. by :func:`~gmmnet.formats.onnx.read_deep.is_deep`; it is not reused after)
     data : array (n, n_features), optional
         Points the network was meant for: used to group neurons when the graph does not,
         to fill what the weights leave open (rank-deficient groups, single-ReLU shifts,
@@ -54,12 +55,13 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
         comes back truncated (rank r, σ²).  A graph of a folded preprocessing comes back with its
         ``input_transform`` (see :func:`input_space`).
     """
-    model = load_model(model_or_path)
+    model = model_or_path.model if isinstance(model_or_path, GraphReading) else load_model(model_or_path)
     source = "onnx"
     if isinstance(model_or_path, (str, os.PathLike)):
         source = f"onnx:{os.path.basename(os.fspath(model_or_path))}"
     grouped = groups is not None or n_components is not None
-    reading = input_space(read_graph(model), grouped=grouped)
+    reading = input_space(read_graph(model_or_path if isinstance(model_or_path, GraphReading) else model),
+                          grouped=grouped)
     mixture = report = None
     if not grouped and read_deep.is_truncated_mixture(reading):
         try:

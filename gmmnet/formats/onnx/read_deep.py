@@ -355,7 +355,7 @@ def from_onnx(model_or_path, *, data=None, check: bool = True):
 
     Parameters
     ----------
-    model_or_path : onnx.ModelProto, path, bytes, or a :class:`gmmnet.recover.NetworkLayers`
+    model_or_path : onnx.ModelProto, path, bytes, a :class:`~gmmnet.formats.onnx.walk.GraphReading`, or a :class:`gmmnet.recover.NetworkLayers`
     data : array (n, n_features), optional
         Rows of the network's input: their mean log-likelihood goes to the report.
     check : bool

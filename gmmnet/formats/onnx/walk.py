@@ -1487,8 +1487,11 @@ def read_graph(model_or_path) -> GraphReading:
     Never looks at ``metadata_props`` or node names.  Raises
     :class:`~gmmnet.errors.UnsupportedModelError` naming the first node that does not fit the
     pattern; a top head that cannot be normalized is kept as ``error`` (a hierarchy reader may
-    still read it as a quadratic form).
+    still read it as a quadratic form).  A :class:`GraphReading` is returned as it is (callers
+    that first ask :func:`gmmnet.formats.onnx.read_deep.is_deep` walk a large graph once).
     """
+    if isinstance(model_or_path, GraphReading):
+        return model_or_path
     return _Reader(load_model(model_or_path)).run()
 
 
