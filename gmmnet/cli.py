@@ -392,10 +392,15 @@ _COMPACT_WITH_DATA = (("faithfulness_r2", "R²"), ("hyperplane_distance_sigma", 
 _COMPACT_NO_DATA = (("hyperplane_residual_sigma", "hyperplane residual σ"),)
 
 
+#: to-gmm's compact table shows at most this many components (all low-confidence ones, whatever their number).
+COMPACT_ROWS = 20
+
+
 def _print_diagnostics(report: dict, args=None) -> None:
     """to-gmm's recovery report on stdout: ``--json`` the whole report; ``--wide`` every per-component
     key as a table; by default a compact table that fits a terminal (component, neurons, the
-    diagnostics that were computed, and a status: exact, ok or low confidence with its reasons)."""
+    diagnostics that were computed, and a status: exact, ok or low confidence with its reasons),
+    of at most :data:`COMPACT_ROWS` components plus every low-confidence one."""
     if getattr(args, "json", False):
         print(json.dumps(_finite_json(report), indent=2, allow_nan=False))
         return
@@ -417,8 +422,16 @@ def _print_diagnostics(report: dict, args=None) -> None:
         else:
             status = "exact" if c.get("exact") else "ok"
         rows.append([str(c.get("index", i)), _fmt(c.get("neurons")), *(_fmt(c.get(k)) for k, _ in metrics), status])
-    _print_table(rows, ["component", "neurons", *(name for _, name in metrics), "status"],
+    # many components: every low-confidence one, then the first ones up to COMPACT_ROWS, and a count of the rest
+    shown = [i for i, c in enumerate(comps) if c.get("low_confidence")]
+    shown += [i for i in range(len(rows)) if i not in set(shown)][: max(COMPACT_ROWS - len(shown), 0)]
+    shown.sort()
+    _print_table([rows[i] for i in shown], ["component", "neurons", *(name for _, name in metrics), "status"],
                  left=(0, len(metrics) + 2), wrap=(len(metrics) + 2,))
+    if len(shown) < len(rows):
+        hidden = [rows[i][-1] for i in range(len(rows)) if i not in set(shown)]
+        kinds = ", ".join(f"{hidden.count(k)} {k}" for k in ("exact", "ok") if hidden.count(k))
+        print(f"... {len(hidden)} more components ({kinds}) not shown")
     print("(every diagnostic: --wide or --json; what they mean: docs/recovery.md)")
 
 

@@ -602,6 +602,24 @@ def test_to_gmm_default_table_is_compact(capsys, files, network):
     assert "--wide" in lines[-1]
 
 
+def test_to_gmm_compact_table_counts_what_it_leaves_out(capsys, tmp_path):
+    """Many components: the compact table shows cli.COMPACT_ROWS of them and counts the rest."""
+    rng = np.random.default_rng(0)
+    K = cli.COMPACT_ROWS + 5
+    x = np.concatenate([rng.normal(3 * k, 1.0, size=(20, 2)) for k in range(K)])
+    gmm = GaussianMixture(K, covariance_type="diag", random_state=0).fit(x)
+    path = tmp_path / "many.onnx"
+    onnx.save(to_onnx(from_sklearn(gmm), dtype="float64"), str(path))
+    code, out, err = call(capsys, "to-gmm", path, "-o", tmp_path / "many.json")
+    assert code == 0, err
+    lines = out.splitlines()
+    rows = [ln for ln in lines[3:] if ln.split() and ln.split()[0].isdigit()]
+    assert len(rows) == cli.COMPACT_ROWS and all(r.split()[-1] == "exact" for r in rows)
+    assert "... 5 more components (5 exact) not shown" in lines
+    code, out, _ = call(capsys, "to-gmm", path, "-o", tmp_path / "many2.json", "--wide")
+    assert code == 0 and len([ln for ln in out.splitlines() if ln.split() and ln.split()[0].isdigit()]) == K
+
+
 def _drifted(network: Path, path: Path) -> Path:
     """The network with component 1's neurons scaled by 2 and 0.5, as if training had moved them."""
     import onnx.numpy_helper as nh
