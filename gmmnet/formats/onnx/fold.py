@@ -36,7 +36,7 @@ class Fold:
     def of(cls, transform) -> "Fold | None":
         if transform is None:
             return None
-        A = np.asarray(transform.matrix, dtype=np.float64)
+        A = np.asarray(transform.dense(), dtype=np.float64)  # the exporters fold a dense A (a scaler's is diagonal)
         c = np.asarray(transform.offset, dtype=np.float64)
         diag = None
         if A.shape[0] == A.shape[1]:

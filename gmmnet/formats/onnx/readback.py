@@ -180,7 +180,7 @@ def _inputs(z: np.ndarray, transform, rng) -> np.ndarray:
     if transform is None:
         return z
 
-    A, c = transform.matrix, transform.offset
+    A, c = transform.dense(), transform.offset
     R = linalg.right_inverse(A)
     x = (z - c) @ R.T
     if A.shape[0] < A.shape[1]:  # directions the graph must ignore: probe them too

@@ -1579,7 +1579,7 @@ def _misfit_over(rows: np.ndarray, A: np.ndarray, R: np.ndarray) -> float:
 
 def _map_input(reading: GraphReading, transform) -> None:
     """Re-express every row over x as a row over z = A x + c: w·x + β = (w R)·z + β − (w R)·c."""
-    A, c = transform.matrix, transform.offset
+    A, c = transform.dense(), transform.offset  # a diagonal A (a scaler) is stored as its diagonal
     R = linalg.right_inverse(A)
 
     def rows(W, b):
@@ -1627,11 +1627,12 @@ def _metadata_transform(model, reading: GraphReading):
         _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r} maps {t.n_inputs} inputs, the graph has "
                              f"{reading.n_features}; ignored")
         return None
-    R = linalg.right_inverse(t.matrix)
-    if not np.allclose(t.matrix @ R, np.eye(t.n_outputs), rtol=0, atol=1e-8):
+    A = t.dense()
+    R = linalg.right_inverse(A)
+    if not np.allclose(A @ R, np.eye(t.n_outputs), rtol=0, atol=1e-8):
         _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r}: its matrix has dependent rows; ignored")
         return None
-    err = max(_misfit_over(r, t.matrix, R) for r in _level0_rows(reading))
+    err = max(_misfit_over(r, A, R) for r in _level0_rows(reading))
     if err > SPAN_RCOND[reading.dtype]:
         _note(reading, f"metadata {INPUT_TRANSFORM_KEY!r} does not fit the first layer (its rows leave the "
                              f"transform's row space by {err:.1e}); ignored, the layer is read over the raw inputs")
@@ -1701,7 +1702,7 @@ def input_space(reading: GraphReading, *, grouped: bool = False) -> GraphReading
     if t is not None:
         _map_input(reading, t)
         _note(reading, 
-            f"the first layer's weights span only {t.n_outputs} of the {t.matrix.shape[1]} input directions: the "
+            f"the first layer's weights span only {t.n_outputs} of the {t.n_inputs} input directions: the "
             f"mixture is over z = Q x (Q an orthonormal basis of that span, input_transform); its Gaussians over the "
             "raw inputs are degenerate along the other directions, which the graph ignores")
     return reading
