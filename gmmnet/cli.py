@@ -297,14 +297,14 @@ def cmd_to_gmm(args) -> int:
             raise UsageError(f"{args.model} is a hierarchy; --calibrate recovers one mixture (pass --groups to read "
                              "the first level as one)")
         from .formats.onnx.read_deep import from_onnx as from_deep_onnx
-        from .hierarchy import HierarchicalGaussianMixture
+        from .pipeline import to_estimator
 
         mixture, report = from_deep_onnx(model, data=data)
         report.setdefault("density_check", density_check(0 if data is None else len(data)))
         if suffix == ".json":
             io.save_ir(mixture, out, force=args.force, inputs=inputs)
         else:
-            io.save_estimator(HierarchicalGaussianMixture.from_ir(mixture), out, force=args.force, inputs=inputs)
+            io.save_estimator(to_estimator(mixture), out, force=args.force, inputs=inputs)
         if args.report:
             io.atomic_write(args.report, json.dumps(_finite_json(report), indent=2).encode(), force=args.force,
                             inputs=(*inputs, out))
@@ -333,11 +333,9 @@ def cmd_to_gmm(args) -> int:
     if suffix == ".json":
         io.save_ir(mixture, out, force=args.force, inputs=inputs)
     elif suffix in (".skops", ".pkl", ".pickle", ".joblib"):
-        from .formats.sklearn import to_sklearn
+        from .pipeline import to_estimator  # a GaussianMixture, or a Pipeline behind the graph's input transform
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PrecisionWarning)
-            io.save_estimator(to_sklearn(mixture), out, force=args.force, inputs=inputs)
+        io.save_estimator(to_estimator(mixture), out, force=args.force, inputs=inputs)
     if args.report:
         io.atomic_write(args.report, json.dumps(_finite_json(report), indent=2).encode(), force=args.force,
                         inputs=(*inputs, out))

@@ -140,7 +140,7 @@ def test_other_steps_are_refused_by_name_before_they_are_built(step, fmt, X, tmp
         gio.load_estimator(path)
     msg = str(excinfo.value)
     assert f".{step}, which is not an affine step gmmnet converts" in msg and path.name in msg, msg
-    assert "StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, PCA, TruncatedSVD or 'passthrough'" in msg
+    assert "StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, PCA, TruncatedSVD, gmmnet's AffineTransform or 'passthrough'" in msg
 
 
 @pytest.mark.parametrize("fmt", ["pkl-p4", "skops"])
@@ -219,8 +219,11 @@ def test_a_tampered_mixture_inside_a_pipeline_is_checked(X, tmp_path):
 
 def test_allowlist_names_exactly_the_accepted_classes():
     assert sorted(c.rsplit(".", 1)[1] for c in gio.step_classes()) == sorted(
-        ["Pipeline", "StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "PCA", "TruncatedSVD"])
-    for cls in (Pipeline, StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, PCA, TruncatedSVD):
+        ["Pipeline", "StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "PCA", "TruncatedSVD",
+         "AffineTransform"])
+    from gmmnet.pipeline import AffineTransform
+
+    for cls in (Pipeline, StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, PCA, TruncatedSVD, AffineTransform):
         assert f"{cls.__module__}.{cls.__qualname__}" in gio.step_classes()
 
 

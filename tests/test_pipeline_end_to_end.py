@@ -76,3 +76,17 @@ def test_cli_round_trip_of_a_pickled_pipeline(step, tmp_path, capsys):
     doc = gio.load_model(str(back))
     assert doc.input_transform is not None
     assert rel_err(linalg.log_likelihood(doc, X), pipe.score_samples(X)) <= tol("readback_float64")
+
+
+@pytest.mark.parametrize("ext", ["pkl", "joblib", "skops"])
+def test_to_gmm_writes_a_pipeline_gmmnet_loads_again(ext, tmp_path, capsys):
+    """A graph behind a folded transform → to-gmm -o *.pkl/joblib/skops: Pipeline(AffineTransform, GaussianMixture)."""
+    pipe = pipeline("standard", "full")
+    graph, back = tmp_path / "pipe.onnx", tmp_path / f"back.{ext}"
+    gio.save_onnx(gmmnet.to_onnx(pipe, dtype="float64"), graph)
+    assert main(["to-gmm", str(graph), "-o", str(back)]) == 0
+    capsys.readouterr()
+    est = gio.load_model(str(back))  # gmmnet's own loader: AffineTransform is on its allowlist
+    assert [type(s).__name__ for s in est] == ["AffineTransform", "GaussianMixture"]
+    assert rel_err(est.score_samples(X), pipe.score_samples(X)) <= tol("readback_float64")
+    assert gmmnet.from_sklearn(est).input_transform is not None

@@ -57,6 +57,8 @@ STEP_CLASSES: dict[tuple[str, str], str] = {
     ("sklearn.preprocessing._data", "RobustScaler"): "RobustScaler",
     ("sklearn.decomposition._pca", "PCA"): "PCA",
     ("sklearn.decomposition._truncated_svd", "TruncatedSVD"): "TruncatedSVD",
+    # gmmnet's own z = A x + c (what to_estimator and to-gmm write for a graph behind a transform)
+    ("gmmnet.pipeline", "AffineTransform"): "AffineTransform",
 }
 #: Older scikit-learn module paths (before 0.22) that name the same classes.
 _CLASS_ALIASES: dict[tuple[str, str], tuple[str, str]] = {
@@ -76,7 +78,7 @@ SKLEARN_MIXTURES = (
     ("sklearn.mixture._gaussian_mixture", "GaussianMixture"),
     ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"),
 )
-ACCEPTED_STEPS = "StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, PCA, TruncatedSVD or 'passthrough'"
+ACCEPTED_STEPS = "StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, PCA, TruncatedSVD, gmmnet's AffineTransform or 'passthrough'"
 _REGISTRY_LOCK = threading.Lock()
 
 
