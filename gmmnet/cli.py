@@ -917,7 +917,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compute", choices=_EO.COMPUTES, default=_EO.default("compute"),
                    help="arithmetic inside a float32 graph (input and outputs stay float32): auto = float32 where "
                         "its predicted errors meet the default targets, else float64 (default: auto); float64 = "
-                        "the most accurate graph, 1.5–2x slower (docs/onnx-graph.md#compute)")
+                        "the most accurate graph, about 2x (full), 3x (tied) and 7-11x (diag, spherical) the default's time "
+                        "(docs/performance.md)")
     t.add_argument("--layout", choices=_EO.LAYOUTS, default=_EO.default("layout"),
                    help="auto (default): quadratic for diag/spherical mixtures (Abs, compute auto/float32), else "
                         "neurons; neurons: the Abs network; quadratic: diag/spherical mixtures only, D² as one "
