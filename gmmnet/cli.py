@@ -917,7 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compute", choices=_EO.COMPUTES, default=_EO.default("compute"),
                    help="arithmetic inside a float32 graph (input and outputs stay float32): auto = float32 where "
                         "its predicted errors meet the default targets, else float64 (default: auto); float64 = "
-                        "the most accurate graph, about 2x (full), 3x (tied) and 7-11x (diag, spherical) the default's time "
+                        "the most accurate graph, 2-2.4x (full), 3-6x (tied) and 7-20x (diag, spherical) the default's time "
                         "(docs/performance.md)")
     t.add_argument("--layout", choices=_EO.LAYOUTS, default=_EO.default("layout"),
                    help="auto (default): quadratic for diag/spherical mixtures (Abs, compute auto/float32), else "
