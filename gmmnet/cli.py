@@ -421,13 +421,14 @@ def _print_diagnostics(report: dict, args=None) -> None:
             status = "exact" if c.get("exact") else "ok"
         rows.append([str(c.get("index", i)), _fmt(c.get("neurons")), *(_fmt(c.get(k)) for k, _ in metrics), status])
     # many components: every low-confidence one, then the first ones up to COMPACT_ROWS, and a count of the rest
-    shown = [i for i, c in enumerate(comps) if c.get("low_confidence")]
-    shown += [i for i in range(len(rows)) if i not in set(shown)][: max(COMPACT_ROWS - len(shown), 0)]
-    shown.sort()
+    low = [i for i, c in enumerate(comps) if c.get("low_confidence")]
+    rest = [i for i, c in enumerate(comps) if not c.get("low_confidence")]
+    keep = max(COMPACT_ROWS - len(low), 0)
+    shown = sorted(low + rest[:keep])
     _print_table([rows[i] for i in shown], ["component", "neurons", *(name for _, name in metrics), "status"],
                  left=(0, len(metrics) + 2), wrap=(len(metrics) + 2,))
     if len(shown) < len(rows):
-        hidden = [rows[i][-1] for i in range(len(rows)) if i not in set(shown)]
+        hidden = [rows[i][-1] for i in rest[keep:]]
         kinds = ", ".join(f"{hidden.count(k)} {k}" for k in ("exact", "ok") if hidden.count(k))
         print(f"... {len(hidden)} more components ({kinds}) not shown")
     print("(every diagnostic: --wide or --json; what they mean: docs/recovery.md)")

@@ -55,13 +55,11 @@ def from_onnx(model_or_path, *, data=None, groups=None, n_components: int | None
         comes back truncated (rank r, σ²).  A graph of a folded preprocessing comes back with its
         ``input_transform`` (see :func:`input_space`).
     """
-    model = model_or_path.model if isinstance(model_or_path, GraphReading) else load_model(model_or_path)
     source = "onnx"
     if isinstance(model_or_path, (str, os.PathLike)):
         source = f"onnx:{os.path.basename(os.fspath(model_or_path))}"
     grouped = groups is not None or n_components is not None
-    reading = input_space(read_graph(model_or_path if isinstance(model_or_path, GraphReading) else model),
-                          grouped=grouped)
+    reading = input_space(read_graph(model_or_path), grouped=grouped)  # a GraphReading passes through
     mixture = report = None
     if not grouped and read_deep.is_truncated_mixture(reading):
         try:

@@ -20,6 +20,7 @@ from ...errors import UnsupportedModelError
 from ...ir import Component, Hierarchy, Mixture, Provenance
 from ...recover import NetworkLayers, from_network, mirrored_pairs
 from ...versions import library_versions
+from . import readback
 from .walk import GraphReading, input_space, read_graph
 
 __all__ = ["from_onnx", "is_deep", "is_truncated_mixture", "read_raw"]
@@ -319,13 +320,8 @@ def log_likelihood(doc, x) -> np.ndarray:
     A hierarchy's is the top level's log-density at the features the lower levels give (their Abs
     distances), as :class:`gmmnet.hierarchy.HierarchicalGaussianMixture` scores.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if isinstance(doc, Hierarchy) and doc.input_transform is not None:  # a Mixture's: linalg applies it
-        x = doc.input_transform.apply(x)
-    levels = doc.levels if isinstance(doc, Hierarchy) else [doc]
-    for m in levels[:-1]:
-        x = linalg.distances(m, x)
-    return linalg.log_likelihood(levels[-1], x)
+    top, x = readback.top_level(doc, x)
+    return linalg.log_likelihood(top, x)
 
 
 def from_onnx(model_or_path, *, data=None, check: bool = True):
@@ -367,8 +363,6 @@ def from_onnx(model_or_path, *, data=None, check: bool = True):
     """
     if isinstance(model_or_path, NetworkLayers):
         return from_reading(None, net=model_or_path, data=data)
-    from . import readback
-
     reading = input_space(read_graph(model_or_path))
     doc, report = from_reading(reading, data=data)
     if check:

@@ -226,14 +226,22 @@ def _runner(model, name: str, n_comp: int):
     return run
 
 
+def top_level(doc, x: np.ndarray) -> tuple[Mixture, np.ndarray]:
+    """(top mixture, the rows it scores) for rows x of the graph's input: a hierarchy's input transform
+    and its lower levels' Abs distances applied (a Mixture's own transform is applied by linalg)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not isinstance(doc, Hierarchy):
+        return doc, x
+    if doc.input_transform is not None:
+        x = doc.input_transform.apply(x)
+    for m in doc.levels[:-1]:
+        x = linalg.distances(m, x)
+    return doc.levels[-1], x
+
+
 def _scores(doc, x: np.ndarray, kind: str) -> np.ndarray:
     """The recovered component scores at rows x of the graph's input."""
-    if isinstance(doc, Hierarchy) and doc.input_transform is not None:  # a Mixture's: linalg applies it
-        x = doc.input_transform.apply(x)
-    levels = doc.levels if isinstance(doc, Hierarchy) else [doc]
-    for m in levels[:-1]:
-        x = linalg.distances(m, x)
-    top = levels[-1]
+    top, x = top_level(doc, x)
     return linalg.log_joint(top, x) if kind == "log_joint" else linalg.mahalanobis_sq(top, x)
 
 
