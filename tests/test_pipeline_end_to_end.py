@@ -90,3 +90,17 @@ def test_to_gmm_writes_a_pipeline_gmmnet_loads_again(ext, tmp_path, capsys):
     assert [type(s).__name__ for s in est] == ["AffineTransform", "GaussianMixture"]
     assert rel_err(est.score_samples(X), pipe.score_samples(X)) <= tol("readback_float64")
     assert gmmnet.from_sklearn(est).input_transform is not None
+
+
+def test_a_wide_scaler_is_sized_before_it_is_made_dense():
+    """The exporters fold a dense A: a scaler over 30,000 features (its diagonal in the IR) is refused
+    by the memory limit before a 6.7 GiB matrix is built."""
+    from gmmnet.errors import ResourceLimitError
+    from gmmnet.ir import Component, InputTransform, Mixture
+
+    d = 30_000
+    mix = Mixture(n_features=d, covariance_type="diag",
+                  components=[Component(mean=np.zeros(d), eigenvectors=None, eigenvalues=np.ones(d), weight=1.0)],
+                  input_transform=InputTransform(scale=np.ones(d), offset=np.zeros(d)))
+    with pytest.raises(ResourceLimitError, match="dense 30000 × 30000"):
+        gmmnet.to_onnx(mix)

@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from ...errors import InvalidModelError
+from ...limits import check_bytes
 
 __all__ = ["Fold"]
 
@@ -36,7 +37,10 @@ class Fold:
     def of(cls, transform) -> "Fold | None":
         if transform is None:
             return None
-        A = np.asarray(transform.dense(), dtype=np.float64)  # the exporters fold a dense A (a scaler's is diagonal)
+        if transform.matrix is None:  # the exporters fold a dense A; a scaler's is stored as its diagonal
+            k = transform.n_outputs
+            check_bytes(8.0 * k * k, f"the input transform as a dense {k} × {k} matrix")
+        A = np.asarray(transform.dense(), dtype=np.float64)
         c = np.asarray(transform.offset, dtype=np.float64)
         diag = None
         if A.shape[0] == A.shape[1]:
