@@ -166,8 +166,9 @@ class _Rows:
         self.shape = tuple(int(s) for s in shape)
         for k in self.fields:
             a = arrays[k]
-            # columns over a neuron level are sparse (a K·d-neuron bank would not fit densely)
-            setattr(self, k, a.astype(np.float64).tocsr() if sp.issparse(a) else np.asarray(a, dtype=np.float64))
+            # columns over a neuron level are sparse (a K·d-neuron bank would not fit densely); values are
+            # never modified in place, so arrays already of the right kind are shared, not copied
+            setattr(self, k, _csr(a) if sp.issparse(a) else np.asarray(a, dtype=np.float64))
 
     @property
     def rows(self) -> int:
@@ -177,6 +178,10 @@ class _Rows:
     def _new(self, shape, **arrays):
         """A value of the same kind and source with new shape and arrays."""
         raise NotImplementedError
+
+    def _over_input(self, k: str) -> bool:
+        """True when field ``k``'s columns are the graph input's features (not a neuron level)."""
+        return False
 
     def arrays(self) -> dict:
         """The symbolic arrays by field name."""
@@ -254,6 +259,11 @@ class _Rows:
                 out[k] = np.ascontiguousarray(B.T)
                 new_lead = (B.shape[1],)
                 continue
+            if sp.issparse(a) and B.ndim == 2 and len(shape) == 1:
+                # a plain Linear layer: the rows of the result are Bᵀ a (no row map to build)
+                out[k] = _left_multiply(B.T, a, self._over_input(k))
+                new_lead = (B.shape[1],)
+                continue
             if sp.issparse(a):
                 if T is None:
                     T, new_lead = _matmul_rows(shape, B)
@@ -287,6 +297,9 @@ class _Lin(_Rows):
     def _new(self, shape, **arrays):
         return _Lin(self.src, shape, arrays["W"], arrays["b"])
 
+    def _over_input(self, k: str) -> bool:
+        return k == "W" and self.src < 0
+
 
 class _Quad(_Rows):
     """Rows Σ_i M_i a_i² + L s + c over the neurons a of ``level`` (s: that level's source)."""
@@ -301,6 +314,9 @@ class _Quad(_Rows):
 
     def _new(self, shape, **arrays):
         return _Quad(self.level, shape, arrays["M"], arrays["L"], arrays["c"])
+
+    def _over_input(self, k: str) -> bool:
+        return k == "L" and self.level == 0
 
 
 class _Misfit(Exception):
@@ -320,8 +336,22 @@ def _is_eye(a) -> bool:
 
 
 def _csr(a) -> sp.csr_array:
-    """``a`` as a float64 CSR array."""
-    return a.tocsr() if sp.issparse(a) else sp.csr_array(np.asarray(a, dtype=np.float64))
+    """``a`` as a float64 CSR array (``a`` itself when it already is one)."""
+    if sp.issparse(a):
+        return a.tocsr().astype(np.float64, copy=False)
+    return sp.csr_array(np.asarray(a, dtype=np.float64))
+
+
+def _left_multiply(P: np.ndarray, a, dense_ok: bool):
+    """P @ a for a dense constant P (p × m) and sparse rows a (m × n).
+
+    Dense when ``dense_ok`` (columns over the graph input) and the result is no larger than a few
+    times what P and a already hold; otherwise sparse, so a value over a K·d-neuron level stays sparse.
+    """
+    p, n = P.shape[0], a.shape[1]
+    if dense_ok and p * n <= 4 * (P.size + a.nnz) + 4096:
+        return np.ascontiguousarray((a.T @ P.T).T)  # CSC times dense: one pass over a's entries
+    return sp.csr_array(P) @ a
 
 
 def _dense(a) -> np.ndarray:
@@ -332,14 +362,15 @@ def _dense(a) -> np.ndarray:
 def _sum_rows(shape: tuple[int, ...], axes: list[int]) -> sp.csr_array:
     """Sparse (out_rows, rows) matrix that sums the rows of a (shape)-indexed table over `axes`."""
     rows = int(np.prod(shape, dtype=np.int64))
-    coords = np.unravel_index(np.arange(rows), shape)
     kept = [i for i in range(len(shape)) if i not in axes]
-    if kept:
-        out = np.ravel_multi_index([coords[i] for i in kept], [shape[i] for i in kept])
-        n_out = int(np.prod([shape[i] for i in kept], dtype=np.int64))
-    else:
-        out, n_out = np.zeros(rows, dtype=np.int64), 1
-    return sp.csr_array((np.ones(rows), (out, np.arange(rows))), shape=(n_out, rows))
+    if not kept:  # one sum of every row: built in CSR directly
+        return sp.csr_array((np.ones(rows), np.arange(rows), np.array([0, rows])), shape=(1, rows))
+    coords = np.unravel_index(np.arange(rows), shape)
+    out = np.ravel_multi_index([coords[i] for i in kept], [shape[i] for i in kept])
+    n_out = int(np.prod([shape[i] for i in kept], dtype=np.int64))
+    order = np.argsort(out, kind="stable")  # CSR with each output row's sources in order
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(out, minlength=n_out))])
+    return sp.csr_array((np.ones(rows), order, indptr), shape=(n_out, rows))
 
 
 def _matmul_rows(shape: tuple[int, ...], B: np.ndarray):
@@ -449,11 +480,15 @@ class _Reader:
         return W, np.array(bank.b, dtype=np.float64)
 
     def fresh(self, v):
-        """Pad a symbolic value's neuron/source columns to the current bank sizes."""
+        """Pad a symbolic value's neuron/source columns to the current bank sizes (``v`` itself when they fit)."""
         if isinstance(v, _Lin):
-            return _Lin(v.src, v.shape, _pad(v.W, self.src_size(v.src)), v.b)
+            n = self.src_size(v.src)
+            return v if v.W.shape[1] == n else _Lin(v.src, v.shape, _pad(v.W, n), v.b)
         if isinstance(v, _Quad):
-            return _Quad(v.level, v.shape, _pad(v.M, len(self.bank(v.level))), _pad(v.L, self.src_size(v.level - 1)), v.c)
+            n, m = len(self.bank(v.level)), self.src_size(v.level - 1)
+            if v.M.shape[1] == n and v.L.shape[1] == m:
+                return v
+            return _Quad(v.level, v.shape, _pad(v.M, n), _pad(v.L, m), v.c)
         return v
 
     def promote(self, v, level: int) -> _Quad:
@@ -487,12 +522,13 @@ class _Reader:
         bank = self.bank(level)
         start = len(bank)
         bank.W.append(v.W)  # a block of rows, kept sparse where it is (values are never modified in place)
-        bank.b.extend(float(c) for c in v.b)
+        bank.b.extend(v.b.tolist())
         bank.act.extend([act] * v.rows)
         bank.nodes.extend([node_name] * v.rows)
         bank.explicit.extend([explicit] * v.rows)
         n = len(bank)
-        sel = sp.csr_array((np.ones(v.rows), (np.arange(v.rows), start + np.arange(v.rows))), shape=(v.rows, n))
+        # row i selects neuron start + i: built in CSR directly
+        sel = sp.csr_array((np.ones(v.rows), start + np.arange(v.rows), np.arange(v.rows + 1)), shape=(v.rows, n))
         return _Lin(level, v.shape, sel, np.zeros(v.rows))
 
     def square(self, v, node_name: str) -> _Quad:
@@ -502,11 +538,13 @@ class _Reader:
         v = self.fresh(v)
         if v.src >= 0 and np.all(v.b == 0):
             Wc = _csr(v.W)
-            Wc.eliminate_zeros()
+            if np.any(Wc.data == 0):
+                Wc = Wc.copy()  # v's arrays are shared: never pruned in place
+                Wc.eliminate_zeros()
             if np.all(np.diff(Wc.indptr) == 1):
                 # a multiple of one neuron per entry: square those neurons ((c·a)² = c²a²)
                 level = v.src
-                M = Wc.multiply(Wc)
+                M = sp.csr_array((Wc.data * Wc.data, Wc.indices, Wc.indptr), shape=Wc.shape)
                 return _Quad(level, v.shape, M, sp.csr_array((v.rows, self.src_size(level - 1))), np.zeros(v.rows))
         # a general affine value: |z|² = z², so it becomes Abs neurons first
         sel = self.make_neurons(v, "abs", node_name, explicit=False)
@@ -1349,7 +1387,7 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
     """Turn the logits Σ M a² + L s + c into groups with coefficient −½ and constants c_k."""
     level = q.level
     layer = res.layers[level]
-    M, L, c = _csr(q.M), _dense(q.L), q.c
+    M, L, c = _csr(q.M).copy(), _dense(q.L), q.c  # a copy: the reading's heads share q's arrays
     M.eliminate_zeros()
     M.sort_indices()
     K = M.shape[0]

@@ -1,0 +1,121 @@
+"""The walk's fast row operations against the straightforward formulations they replace.
+
+A plain Linear layer on sparse rows is Bᵀ a (not a Kronecker row map), sums over every row and
+neuron selections are built in CSR directly, squares of selected neurons square the entries,
+and values of the right width are passed on without a copy.  Each is checked against the slow
+form on small random cases.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from onnx import TensorProto, helper
+
+from gmmnet.formats.onnx.walk import _Lin, _Quad, _Reader, _sum_rows
+
+
+def _kron_rows(shape, B, a):
+    """The row map of ``table(shape) @ B`` as a Kronecker product, applied to rows ``a`` (the reference)."""
+    lead = int(np.prod(shape[:-1], dtype=np.int64))
+    T = sp.kron(sp.eye_array(lead), sp.csr_array(B.T), format="csr")
+    return T @ a
+
+
+def _random_rows(rng, m, n, density):
+    a = sp.random_array((m, n), density=density, rng=rng, format="csr")
+    a.data[:] = rng.standard_normal(a.nnz)
+    return a
+
+
+@pytest.mark.parametrize("m,p,n,density", [(5, 3, 4, 0.6), (9, 7, 9, 0.3), (4, 6, 40, 0.05), (1, 2, 3, 1.0)])
+def test_a_linear_layer_on_sparse_rows_is_the_kron_row_map(m, p, n, density):
+    rng = np.random.default_rng(m * 100 + n)
+    B = rng.standard_normal((m, p))
+    a = _random_rows(rng, m, n, density)
+    ref = _kron_rows((m,), B, a).toarray()
+    # rows over the graph input: dense (what the file holds), equal to the reference
+    over_x = _Lin(-1, (m,), a, np.zeros(m)).matmul(B)
+    assert over_x.shape == (p,)
+    assert not sp.issparse(over_x.W) and over_x.W.flags.c_contiguous
+    np.testing.assert_allclose(over_x.W, ref, rtol=1e-14, atol=1e-14)
+    # rows over a neuron level: stay sparse
+    over_level = _Lin(0, (m,), a, np.zeros(m)).matmul(B)
+    assert sp.issparse(over_level.W) and over_level.shape == (p,)
+    np.testing.assert_allclose(over_level.W.toarray(), ref, rtol=1e-14, atol=1e-14)
+    # a sum of squares: M over neurons stays sparse; L over the input of level 0 is dense, of level 1 sparse
+    for level in (0, 1):
+        q = _Quad(level, (m,), a, a, np.zeros(m)).matmul(B)
+        assert sp.issparse(q.M)
+        np.testing.assert_allclose(q.M.toarray(), ref, rtol=1e-14, atol=1e-14)
+        assert sp.issparse(q.L) == (level == 1)
+        np.testing.assert_allclose(q.L.toarray() if level else q.L, ref, rtol=1e-14, atol=1e-14)
+
+
+def test_a_few_input_columns_times_a_wide_input_stay_sparse():
+    """Two rows of a 100,000-feature input times a small B: a dense result would be 20 × 10⁵; kept sparse."""
+    rng = np.random.default_rng(3)
+    d = 100_000
+    a = sp.csr_array((np.ones(2), np.array([5, 77_000]), np.array([0, 1, 2])), shape=(2, d))
+    B = rng.standard_normal((2, 20))
+    out = _Lin(-1, (2,), a, np.zeros(2)).matmul(B)
+    assert sp.issparse(out.W) and out.W.nnz == 40
+    np.testing.assert_allclose(out.W.toarray(), _kron_rows((2,), B, a).toarray(), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3), (2, 3, 4), (1, 5, 1)])
+def test_sum_rows_matches_the_coordinate_build(shape):
+    rows = int(np.prod(shape))
+    coords = np.unravel_index(np.arange(rows), shape)
+    for r in range(1, len(shape) + 1):
+        for axes in ([list(range(len(shape)))] if r == len(shape) else [[i] for i in range(len(shape))]):
+            kept = [i for i in range(len(shape)) if i not in axes]
+            if kept:
+                out = np.ravel_multi_index([coords[i] for i in kept], [shape[i] for i in kept])
+                n_out = int(np.prod([shape[i] for i in kept]))
+            else:
+                out, n_out = np.zeros(rows, dtype=np.int64), 1
+            ref = sp.coo_array((np.ones(rows), (out, np.arange(rows))), shape=(n_out, rows)).toarray()
+            T = _sum_rows(shape, axes)
+            assert T.has_sorted_indices
+            np.testing.assert_array_equal(T.toarray(), ref)
+
+
+def _reader(n_features=4):
+    x = helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["N", n_features])
+    y = helper.make_tensor_value_info("Y", TensorProto.DOUBLE, ["N", 1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Abs", ["X"], ["Y"])], "g", [x], [y]))
+    r = _Reader(model)
+    r._bind_input()
+    return r
+
+
+def test_neuron_selections_and_their_squares_match_the_reference():
+    rng = np.random.default_rng(5)
+    r = _reader(4)
+    first = r.make_neurons(_Lin(-1, (3,), rng.standard_normal((3, 4)), rng.standard_normal(3)), "abs", "a")
+    sel = r.make_neurons(_Lin(-1, (2, 2), rng.standard_normal((4, 4)), rng.standard_normal(4)), "relu", "b")
+    ref = sp.csr_array((np.ones(4), (np.arange(4), 3 + np.arange(4))), shape=(4, 7)).toarray()
+    np.testing.assert_array_equal(sel.W.toarray(), ref)
+    assert sel.W.has_canonical_format and sel.shape == (2, 2) and first.W.shape == (3, 3)
+    # a multiple of one neuron per entry, with an explicit zero that must not count as a second neuron
+    W = sp.csr_array((np.array([2.0, 0.0, -3.0, 0.5]), np.array([1, 4, 5, 6]), np.array([0, 2, 3, 4])), shape=(3, 7))
+    v = _Lin(0, (3,), W, np.zeros(3))
+    before = W.copy()
+    q = r.square(v, "sq")
+    np.testing.assert_allclose(q.M.toarray(), W.multiply(W).toarray(), rtol=0, atol=0)
+    assert q.L.shape == (3, 4) and q.L.nnz == 0
+    # the value's own array is shared by other values: never pruned in place
+    assert W.nnz == before.nnz and np.array_equal(W.data, before.data)
+    assert len(r.bank(0)) == 7  # no new neurons were made
+
+
+def test_fresh_values_are_passed_on_and_stale_ones_padded():
+    rng = np.random.default_rng(6)
+    r = _reader(4)
+    v = r.make_neurons(_Lin(-1, (3,), rng.standard_normal((3, 4)), np.zeros(3)), "abs", "a")
+    assert r.fresh(v) is v
+    r.make_neurons(_Lin(-1, (2,), rng.standard_normal((2, 4)), np.zeros(2)), "abs", "b")
+    w = r.fresh(v)
+    assert w is not v and w.W.shape == (3, 5)
+    np.testing.assert_array_equal(w.W.toarray()[:, :3], v.W.toarray())
+    assert not w.W.toarray()[:, 3:].any()
