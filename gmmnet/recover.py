@@ -342,10 +342,11 @@ def _check_data(data, d: int) -> np.ndarray | None:
 class _Group:
     """One component's neurons after ReLU pairing: abs rows (W, b) + single ReLU rows (U, β)."""
 
-    def __init__(self, index: int, members: list[int]):
+    def __init__(self, index: int, members: list[int], d: int):
         self.index = index
         self.members = members  # original neuron indices
-        self.abs_rows: list[tuple[np.ndarray, float]] = []
+        self.abs_W = np.zeros((0, d))  # one block (a component's d Abs neurons are not a Python loop)
+        self.abs_b = np.zeros(0)
         self.abs_orig: list[list[int]] = []  # original neuron(s) behind each abs row
         self.relu_rows: list[tuple[np.ndarray, float]] = []
         self.relu_orig: list[int] = []
@@ -353,12 +354,14 @@ class _Group:
         self.delta = np.zeros(0)
 
     def neurons(self, delta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """All rows as Abs neurons; single ReLUs shifted by δ (relu(uᵀx+β) → |uᵀx + β − δ|)."""
-        rows = [w for w, _ in self.abs_rows] + [u for u, _ in self.relu_rows]
-        bs = [c for _, c in self.abs_rows] + [
-            beta - (0.0 if delta is None else delta[i]) for i, (_, beta) in enumerate(self.relu_rows)
-        ]
-        return np.array(rows), np.array(bs)
+        """All rows as Abs neurons; single ReLUs shifted by δ (relu(uᵀx+β) → |uᵀx + β − δ|).
+
+        The arrays are the group's own (never modified in place by their users)."""
+        if not self.relu_rows:
+            return self.abs_W, self.abs_b
+        U = np.array([u for u, _ in self.relu_rows])
+        beta = np.array([c for _, c in self.relu_rows])
+        return np.concatenate([self.abs_W, U]), np.concatenate([self.abs_b, beta if delta is None else beta - delta])
 
 
 #: ``report["density_check"]`` without data: the algebra may be exact, the density was not looked at.
@@ -394,6 +397,7 @@ def _recover(W, b, acts, *, data, **kw):
 
 
 def _recover_layers(W, b, acts, *, groups, head, data, n_components, dtype, grouping, source):
+    b = np.asarray(b, dtype=np.float64)
     n, d = W.shape
     if not np.all(np.isfinite(W)) or not np.all(np.isfinite(b)):
         raise InvalidModelError("network weights have non-finite values")
@@ -419,20 +423,23 @@ def _recover_layers(W, b, acts, *, groups, head, data, n_components, dtype, grou
     if head is not None and len(head) != len(grp):
         raise UsageError(f"head has {len(head)} constants for {len(grp)} groups")
 
-    # 2. ReLU pairing inside each group
+    # 2. ReLU pairing inside each group; the Abs rows of a group are taken as one block
+    is_relu = np.array([a == "relu" for a in acts], dtype=bool)
     gs: list[_Group] = []
     for k, members in enumerate(grp):
-        g = _Group(k, members)
-        relus = [i for i in members if acts[i] == "relu"]
+        g = _Group(k, members, d)
+        idx = np.asarray(members, dtype=np.int64)
+        relus = idx[is_relu[idx]].tolist()
         pairs = mirrored_pairs(W, b, relus)
         paired = {i for p in pairs for i in p}
-        for i in members:
-            if acts[i] == "abs":
-                g.abs_rows.append((W[i], float(b[i])))
-                g.abs_orig.append([i])
-        for i, j in pairs:
-            g.abs_rows.append(((W[i] - W[j]) / 2.0, float(b[i] - b[j]) / 2.0))
-            g.abs_orig.append([i, j])
+        ab = idx[~is_relu[idx]]
+        g.abs_W, g.abs_b = W[ab], b[ab]  # copies: the group's own rows
+        g.abs_orig = [[i] for i in ab.tolist()]
+        if pairs:
+            i, j = np.array(pairs, dtype=np.int64).T
+            g.abs_W = np.concatenate([g.abs_W, (W[i] - W[j]) / 2.0])
+            g.abs_b = np.concatenate([g.abs_b, (b[i] - b[j]) / 2.0])
+            g.abs_orig += [[int(p), int(q)] for p, q in pairs]
         for i in relus:
             if i not in paired:
                 g.relu_rows.append((W[i], float(b[i])))

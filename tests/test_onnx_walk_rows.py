@@ -2,8 +2,8 @@
 
 A plain Linear layer on sparse rows is Bᵀ a (not a Kronecker row map), sums over every row and
 neuron selections are built in CSR directly, squares of selected neurons square the entries,
-and values of the right width are passed on without a copy.  Each is checked against the slow
-form on small random cases.
+values of the right width are passed on without a copy, and a group's Abs rows are taken as one
+block.  Each is checked against the slow form on small random cases.
 """
 
 import numpy as np
@@ -119,3 +119,44 @@ def test_fresh_values_are_passed_on_and_stale_ones_padded():
     assert w is not v and w.W.shape == (3, 5)
     np.testing.assert_array_equal(w.W.toarray()[:, :3], v.W.toarray())
     assert not w.W.toarray()[:, 3:].any()
+
+
+def test_group_rows_as_one_block_match_the_row_by_row_pairing():
+    """Abs rows, mirrored ReLU pairs and single ReLUs of a group, taken as blocks, in the old order."""
+    from gmmnet.recover import _recover_layers, mirrored_pairs
+
+    rng = np.random.default_rng(11)
+    d = 3
+    W = rng.standard_normal((9, d))
+    b = rng.standard_normal(9)
+    W[5], b[5] = -W[2], -b[2]  # neurons 2 and 5: a mirrored ReLU pair
+    acts = ["abs", "abs", "relu", "abs", "relu", "relu", "abs", "abs", "abs"]
+    groups = [[0, 1, 2, 3, 4, 5], [6, 7, 8]]
+    seen = {}
+
+    import gmmnet.recover as recover
+
+    orig = recover._component
+
+    def spy(g, x, r, dtype):
+        seen[g.index] = (g.neurons(None), list(g.abs_orig), list(g.relu_orig))
+        return orig(g, x, r, dtype)
+
+    recover._component = spy
+    try:
+        _recover_layers(W, b, acts, groups=groups, head=None, data=rng.standard_normal((60, d)), n_components=None,
+                        dtype="float64", grouping="explicit", source="test")
+    finally:
+        recover._component = orig
+    for k, members in enumerate(groups):  # the per-row construction the blocks replace
+        relus = [i for i in members if acts[i] == "relu"]
+        pairs = mirrored_pairs(W, b, relus)
+        paired = {i for p in pairs for i in p}
+        rows = [(W[i], float(b[i]), [i]) for i in members if acts[i] == "abs"]
+        rows += [((W[i] - W[j]) / 2.0, float(b[i] - b[j]) / 2.0, [i, j]) for i, j in pairs]
+        single = [i for i in relus if i not in paired]
+        (Wg, bg), abs_orig, relu_orig = seen[k]
+        np.testing.assert_array_equal(Wg, np.array([w for w, _, _ in rows] + [W[i] for i in single]))
+        np.testing.assert_array_equal(bg, np.array([c for _, c, _ in rows] + [b[i] for i in single]))
+        assert abs_orig == [o for _, _, o in rows] and relu_orig == single
+    assert seen[0][1][-1] == [2, 5] and seen[0][2] == [4]
