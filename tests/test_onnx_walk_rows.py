@@ -2,16 +2,19 @@
 
 A plain Linear layer on sparse rows is Bᵀ a (not a Kronecker row map), sums over every row and
 neuron selections are built in CSR directly, squares of selected neurons square the entries,
-values of the right width are passed on without a copy, and a group's Abs rows are taken as one
-block.  Each is checked against the slow form on small random cases.
+values of the right width are passed on without a copy, a group's Abs rows are taken as one
+block, and the read-back appends the head's tensor to the model's bytes instead of copying and
+re-serializing the model.  Each is checked against the slow form on small random cases.
 """
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-from gmmnet.formats.onnx.walk import _Lin, _Quad, _Reader, _sum_rows
+from gmmnet.formats.onnx import readback
+from gmmnet.formats.onnx.read import from_onnx
+from gmmnet.formats.onnx.walk import _Lin, _Quad, _Reader, _sum_rows, read_graph
 
 
 def _kron_rows(shape, B, a):
@@ -160,3 +163,54 @@ def test_group_rows_as_one_block_match_the_row_by_row_pairing():
         np.testing.assert_array_equal(bg, np.array([c for _, c, _ in rows] + [b[i] for i in single]))
         assert abs_orig == [o for _, _, o in rows] and relu_orig == single
     assert seen[0][1][-1] == [2, 5] and seen[0][2] == [4]
+
+
+def _two_component_graph(rng, output_logits: bool):
+    """A 2-component Abs graph with a log-sum-exp head; its logits are a graph output or an inner tensor."""
+    d = 3
+    W = np.concatenate([np.eye(d), 0.5 * np.eye(d)])
+    b = np.concatenate([-W[:d] @ rng.standard_normal(d), -W[d:] @ rng.standard_normal(d)])
+    G = np.zeros((2 * d, 2))
+    G[:d, 0] = G[d:, 1] = -0.5
+    inits = [numpy_helper.from_array(a, n) for a, n in ((W.T, "W"), (b, "b"), (G, "G"), (np.array([-3.0, -4.0]), "c"),
+                                                         (np.array([1], dtype=np.int64), "axes"))]
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["z0"]), helper.make_node("Add", ["z0", "b"], ["z"]),
+             helper.make_node("Abs", ["z"], ["a"]), helper.make_node("Mul", ["a", "a"], ["sq"]),
+             helper.make_node("MatMul", ["sq", "G"], ["q"]), helper.make_node("Add", ["q", "c"], ["logits"]),
+             helper.make_node("ReduceLogSumExp", ["logits", "axes"], ["ll"], keepdims=0)]
+    x = helper.make_tensor_value_info("X", TensorProto.DOUBLE, ["N", d])
+    outs = [helper.make_tensor_value_info("ll", TensorProto.DOUBLE, ["N"])]
+    if output_logits:
+        outs.append(helper.make_tensor_value_info("logits", TensorProto.DOUBLE, ["N", 2]))
+    return helper.make_model(helper.make_graph(nodes, "two", [x], outs, initializer=inits),
+                             opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("output_logits", [False, True])
+def test_the_read_back_runs_the_bytes_with_the_logits_appended(output_logits):
+    import onnx
+
+    from gmmnet.formats.onnx.runtime import session
+
+    rng = np.random.default_rng(2)
+    model = _two_component_graph(rng, output_logits)
+    data = model.SerializeToString()
+    x = rng.standard_normal((8, 3))
+    # the reference: a copy of the model with the logits as its only output
+    ref_model = onnx.ModelProto()
+    ref_model.CopyFrom(model)
+    del ref_model.graph.output[:]
+    ref_model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.DOUBLE, ["N", 2]))
+    ref = session(ref_model).run(["logits"], {"X": x})[0]
+    for serialized in (None, data):
+        run = readback._runner(model, "logits", 2, serialized)
+        np.testing.assert_array_equal(run(x), ref)
+    assert model.SerializeToString() == data  # the model itself is untouched
+    # the reading keeps the bytes it was given, and the mixture read from them is the model's
+    reading = read_graph(data)
+    assert reading.serialized == data and read_graph(model).serialized is None
+    assert read_graph(model, serialized=data).serialized == data
+    m1, r1 = from_onnx(model)
+    m2, r2 = from_onnx(data)
+    assert r1["readback"]["checked"] and r2["readback"]["max_error"] == r1["readback"]["max_error"]
+    np.testing.assert_array_equal(m1.means, m2.means)

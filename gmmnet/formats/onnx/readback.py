@@ -80,7 +80,7 @@ def verify(reading, doc, *, grouped: bool = False, seed: int = 0) -> dict:
     f = np.float32 if dtype == "float32" else np.float64
     xg = x.astype(f)
     try:
-        run = _runner(reading.model, name, n_comp)
+        run = _runner(reading.model, name, n_comp, getattr(reading, "serialized", None))
     except InputFileError as exc:
         return _skip(f"onnxruntime cannot run the graph with its scores as an output ({exc})")
     g = run(xg)
@@ -191,25 +191,30 @@ def _inputs(z: np.ndarray, transform, rng) -> np.ndarray:
     return x
 
 
-def _runner(model, name: str, n_comp: int):
-    """A function rows → the graph's tensor ``name`` as (rows, K) float64 (the tensor made a graph output)."""
+def _runner(model, name: str, n_comp: int, serialized: bytes | None = None):
+    """A function rows → the graph's tensor ``name`` as (rows, K) float64 (the tensor made a graph output).
+
+    ``serialized`` is the model's bytes when the caller has them; otherwise the model is serialized
+    once.  A tensor that is not an output is added as one by appending a message that holds only
+    that output to the bytes: protobuf merges it into the graph (its outputs are a repeated field),
+    so a large model is neither copied nor serialized a second time.
+    """
     import onnx
 
     from .runtime import session
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    outs = [o.name for o in m.graph.output]
+    data = model.SerializeToString() if serialized is None else serialized
+    outs = [o.name for o in model.graph.output]
     sess = None
     if name in outs:
-        sess = session(m.SerializeToString(), intra_op_num_threads=1)
+        sess = session(data, intra_op_num_threads=1)
     else:
         err = None
         for elem in (onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT):  # its type is not declared anywhere
-            del m.graph.output[:]
-            m.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+            extra = onnx.ModelProto()
+            extra.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
             try:
-                sess = session(m.SerializeToString(), intra_op_num_threads=1)
+                sess = session(data + extra.SerializeToString(), intra_op_num_threads=1)
                 break
             except InputFileError as exc:
                 err = exc
