@@ -214,3 +214,21 @@ def test_the_read_back_runs_the_bytes_with_the_logits_appended(output_logits):
     m2, r2 = from_onnx(data)
     assert r1["readback"]["checked"] and r2["readback"]["max_error"] == r1["readback"]["max_error"]
     np.testing.assert_array_equal(m1.means, m2.means)
+
+
+def test_many_small_components_run_on_one_blas_thread():
+    """Per-component products of a many-component mixture run on one BLAS thread; one large component keeps them."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from gmmnet.recover import SMALL_FEATURES, small_products
+
+    def blas_threads():
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+
+    outside = blas_threads()
+    with small_products(256, 256):
+        assert blas_threads() == {1}
+    assert blas_threads() == outside
+    with small_products(1, 256):
+        assert blas_threads() == outside
+    with small_products(256, SMALL_FEATURES + 1):
+        assert blas_threads() == outside

@@ -32,6 +32,7 @@ import numpy as np
 from ... import linalg
 from ...errors import InputFileError, UnsupportedModelError
 from ...ir import Hierarchy, Mixture
+from ...recover import small_products
 from ...tolerances import tol
 
 __all__ = ["MAX_PROBES", "MIN_PROBES", "verify"]
@@ -84,7 +85,8 @@ def verify(reading, doc, *, grouped: bool = False, seed: int = 0) -> dict:
     except InputFileError as exc:
         return _skip(f"onnxruntime cannot run the graph with its scores as an output ({exc})")
     g = run(xg)
-    m = _scores(doc, xg.astype(np.float64), kind)
+    with small_products(n_comp, max(lv.n_features for lv in levels)):  # one product per component
+        m = _scores(doc, xg.astype(np.float64), kind)
     err = _error(g, m, kind)
     out = {"checked": True, "probes": int(x.shape[0]), "compared": "component scores "
            + ("(log w_k + log N_k)" if kind == "log_joint" else "(squared distances, up to a constant)"),
