@@ -39,7 +39,7 @@ def test_a_linear_layer_on_sparse_rows_is_the_kron_row_map(m, p, n, density):
     # rows over the graph input: dense (what the file holds), equal to the reference
     over_x = _Lin(-1, (m,), a, np.zeros(m)).matmul(B)
     assert over_x.shape == (p,)
-    assert not sp.issparse(over_x.W) and over_x.W.flags.c_contiguous
+    assert not sp.issparse(over_x.W)
     np.testing.assert_allclose(over_x.W, ref, rtol=1e-14, atol=1e-14)
     # rows over a neuron level: stay sparse
     over_level = _Lin(0, (m,), a, np.zeros(m)).matmul(B)
@@ -52,6 +52,30 @@ def test_a_linear_layer_on_sparse_rows_is_the_kron_row_map(m, p, n, density):
         np.testing.assert_allclose(q.M.toarray(), ref, rtol=1e-14, atol=1e-14)
         assert sp.issparse(q.L) == (level == 1)
         np.testing.assert_allclose(q.L.toarray() if level else q.L, ref, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["homogeneous", "permuted", "scaled", "shared"])
+def test_a_selection_of_input_rows_gathers_the_weights_exactly(kind):
+    """[x, 1] (each column one row, in order: a view of B's rows), a permutation, a scaled selection, and a
+    column read twice (not a selection: the general product) all give the Kronecker row map's rows exactly."""
+    rng = np.random.default_rng(4)
+    d, p = 6, 5
+    if kind == "homogeneous":  # the value of Concat([X, ones]): rows of the identity, then a zero row
+        a = sp.csr_array(np.vstack([np.eye(d), np.zeros((1, d))]))
+    elif kind == "permuted":
+        a = sp.csr_array(np.eye(d)[rng.permutation(d)])
+    elif kind == "scaled":
+        a = sp.csr_array(np.diag(rng.uniform(0.5, 2.0, d))[rng.permutation(d)])
+    else:
+        a = sp.csr_array(np.vstack([np.eye(d), np.eye(d)[:1] * 2.0]))
+    m = a.shape[0]
+    Bs = rng.standard_normal((p, m))  # as a Gemm with transB=1 stores it
+    B = Bs.T
+    out = _Lin(-1, (m,), a, np.zeros(m)).matmul(B)
+    assert out.shape == (p,) and not sp.issparse(out.W)
+    np.testing.assert_array_equal(out.W, _kron_rows((m,), B, a).toarray())
+    if kind == "homogeneous":
+        assert np.shares_memory(out.W, Bs)  # no copy of the file's rows
 
 
 def test_a_few_input_columns_times_a_wide_input_stay_sparse():

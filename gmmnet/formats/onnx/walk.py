@@ -249,7 +249,7 @@ class _Rows:
             raise _Misfit(f"cannot multiply a tensor of shape (N, {', '.join(map(str, shape))}) by a constant of shape {B.shape}")
         if B.ndim > 2 and B.ndim - 2 > len(shape) - 2:
             raise _Misfit("the constant factor would broadcast over the batch axis")
-        B = B.astype(np.float64)
+        B = np.asarray(B, dtype=np.float64)  # no copy: constants are never modified in place
         out = {}
         new_lead = None
         T = None
@@ -350,6 +350,14 @@ def _left_multiply(P: np.ndarray, a, dense_ok: bool):
     """
     p, n = P.shape[0], a.shape[1]
     if dense_ok and p * n <= 4 * (P.size + a.nnz) + 4096:
+        cols = a.tocsc()
+        if np.all(np.diff(cols.indptr) == 1) and np.all(cols.data != 0):
+            # each column of a picks one row (the input, a slice, [x, 1]): the product gathers P's columns,
+            # a view of them when they are consecutive (rows as the file holds them: no copy)
+            r = cols.indices
+            run = n > 0 and r[-1] - r[0] == n - 1 and bool(np.all(np.diff(r) == 1))
+            out = P[:, r[0]:r[0] + n] if run else P[:, r]
+            return out if np.all(cols.data == 1.0) else out * cols.data
         return np.ascontiguousarray((a.T @ P.T).T)  # CSC times dense: one pass over a's entries
     return sp.csr_array(P) @ a
 
@@ -997,7 +1005,7 @@ class _Reader:
             raise _Misfit("Gemm with transA on network values")
         if len(a.shape) != 1:
             raise _Misfit("Gemm needs a 2-D input")
-        B = self.const(self.input(node, 1)).astype(np.float64)
+        B = np.asarray(self.const(self.input(node, 1)), dtype=np.float64)
         if B.ndim != 2:
             raise _Misfit(f"Gemm needs a 2-D B, got shape {B.shape}")
         if self.attr(node, "transB", 0):
@@ -1402,6 +1410,7 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
     else:  # D²_k = Σ s a² + …, read as logit_k = −½ D²_k
         s, L, c = M, -0.5 * L, -0.5 * c
     Ws, bs, acts, nodes, groups, consts = [], [], [], [], [], []
+    as_read = True  # every group so far is the next block of the level's rows, unchanged
     for k in range(K):
         idx = s.indices[s.indptr[k]:s.indptr[k + 1]]
         sk = s.data[s.indptr[k]:s.indptr[k + 1]]
@@ -1443,6 +1452,7 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
                 ck = ck + float(delta @ bk) + 0.5 * float(delta @ delta)
                 bk = bk + delta
         start = sum(len(g) for g in groups)
+        as_read = as_read and Wk.base is layer.W and bk.base is layer.b and int(idx[0]) == start
         groups.append(list(range(start, start + Wk.shape[0])))
         Ws.append(Wk)
         bs.append(bk)
@@ -1452,7 +1462,11 @@ def _normalize_head(res: NetworkLayers, q: _Quad, dtype: str) -> NetworkLayers:
     shared = sum(len(g) for g in groups) != np.unique(s.indices).size
     if shared:
         res.notes.append("some neurons belong to several components; they were duplicated per component")
-    res.layers[level] = Layer(W=np.concatenate(Ws), b=np.concatenate(bs), activations=acts, nodes=nodes)
+    if as_read and sum(len(g) for g in groups) == layer.W.shape[0]:  # the level as read: no copy of K·d rows
+        W, b = layer.W, layer.b
+    else:
+        W, b = np.concatenate(Ws), np.concatenate(bs)
+    res.layers[level] = Layer(W=W, b=b, activations=acts, nodes=nodes)
     res.layers = res.layers[: level + 1]
     res.groups = groups
     res.head = np.array(consts) if kind == "log_joint" else None
