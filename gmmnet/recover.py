@@ -356,7 +356,7 @@ class _Group:
     def neurons(self, delta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All rows as Abs neurons; single ReLUs shifted by δ (relu(uᵀx+β) → |uᵀx + β − δ|).
 
-        The arrays are the group's own (never modified in place by their users)."""
+        Without single ReLUs these are the group's arrays (possibly views of the layer): read-only."""
         if not self.relu_rows:
             return self.abs_W, self.abs_b
         U = np.array([u for u, _ in self.relu_rows])
@@ -447,7 +447,10 @@ def _recover_layers(W, b, acts, *, groups, head, data, n_components, dtype, grou
         pairs = mirrored_pairs(W, b, relus)
         paired = {i for p in pairs for i in p}
         ab = idx[~is_relu[idx]]
-        g.abs_W, g.abs_b = W[ab], b[ab]  # copies: the group's own rows
+        if ab.size and ab[-1] - ab[0] == ab.size - 1 and np.all(np.diff(ab) == 1):
+            g.abs_W, g.abs_b = W[ab[0]:ab[-1] + 1], b[ab[0]:ab[-1] + 1]  # a block of the layer: a view, no copy
+        else:
+            g.abs_W, g.abs_b = W[ab], b[ab]
         g.abs_orig = [[i] for i in ab.tolist()]
         if pairs:
             i, j = np.array(pairs, dtype=np.int64).T

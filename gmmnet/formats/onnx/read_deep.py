@@ -118,11 +118,18 @@ def _needs_quadratic(raw: GraphReading, lv: int) -> bool:
     """True when level lv's head is a truncated one: coefficients of both signs, or residual (squared) neurons."""
     if lv not in raw.heads:
         return False
-    M = _dense(raw.heads[lv][0])
-    used = np.flatnonzero(np.any(M != 0, axis=0))
+    M = raw.heads[lv][0]
+    if hasattr(M, "tocsr"):  # sparse (K × K·d neurons): read its entries, never densified
+        M = M.tocsr()
+        used = np.unique(M.indices[M.data != 0])
+        positive = bool(np.any(M.data > 0))
+    else:
+        M = np.asarray(M, dtype=np.float64)
+        used = np.flatnonzero(np.any(M != 0, axis=0))
+        positive = bool(np.any(M > 0))
     made = raw.explicit[lv][used]
     # squared affine values alone (skl2onnx's ReduceSumSquare(Gemm(X))) are the pattern path's business
-    return bool(np.any(made) and (np.any(M > 0) or not np.all(made)))
+    return bool(np.any(made) and (positive or not np.all(made)))
 
 
 #: Relative tolerance of the checks on a level's quadratic form (pair folding, isotropic residual).
