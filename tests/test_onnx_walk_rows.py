@@ -256,3 +256,26 @@ def test_many_small_components_run_on_one_blas_thread():
         assert blas_threads() == outside
     with small_products(256, SMALL_FEATURES + 1):
         assert blas_threads() == outside
+
+
+def test_the_truncated_head_test_reads_sparse_heads_like_dense_ones():
+    """_needs_quadratic on a sparse head (with explicit zeros) answers as on the same head densified."""
+    from types import SimpleNamespace
+
+    from gmmnet.formats.onnx.read_deep import _needs_quadratic
+
+    rng = np.random.default_rng(8)
+    answers = set()
+    for trial in range(40):
+        K, n = 3, 7
+        dense = np.where(rng.random((K, n)) < 0.4, -rng.uniform(0.5, 2.0, (K, n)), 0.0)
+        if trial % 3 == 0:
+            dense[rng.integers(K), rng.integers(n)] = 1.5  # a positive (residual) coefficient
+        made = rng.random(n) < (0.5 if trial % 2 else 1.0)
+        M = sp.csr_array(dense)
+        M.data[:1] = 0.0  # an explicit zero: not a used neuron
+        ref = SimpleNamespace(heads={0: (M.toarray(), None, None)}, explicit=[made])
+        got = _needs_quadratic(SimpleNamespace(heads={0: (M, None, None)}, explicit=[made]), 0)
+        assert got == _needs_quadratic(ref, 0)
+        answers.add(got)
+    assert answers == {True, False}
