@@ -404,11 +404,13 @@ def _row_products(p: _Prepared, dtype: str) -> None:
     offs = [p.means - _centres(p, mode, dtype) for mode in modes]
     # per component, the columns |x − c|² and x − c of every centring: (K, d, 2·modes)
     cols = np.stack([(np.abs(o) + _A * p.coord_std) ** 2 for o in offs] + offs, axis=2)
-    Wr = p.rounded_W(dtype)
+    # float32 rows are rounded here, 32 components at a time, unless the graph already holds them
+    rounded = p.W if dtype == "float64" else p.memo.get(("W", dtype))
+    rnd = rounder(dtype)
     out = np.empty((p.K, len(modes)))
     n = len(modes)
     for lo in range(0, p.K, 32):
-        w = Wr[lo:lo + 32]
+        w = rnd(p.W[lo:lo + 32]) if rounded is None else rounded[lo:lo + 32]
         sq = np.matmul(w * w, cols[lo:lo + 32, :, :n])  # (k, r, modes): Σ_j w_ij² t_j²
         lin = np.matmul(w, cols[lo:lo + 32, :, n:])  # (k, r, modes): w_i · (μ − c)
         e = np.sqrt(sq) + np.abs(lin)
@@ -1361,9 +1363,10 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
         vi.doc_string = docs[name]
         outs.append(vi)
     source = mixture.provenance.source
-    graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs, initializer=g.inits,
+    graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs,
                               doc_string=f"{K}-component {p.ctype} Gaussian mixture over {d} features")
     model = make_model(graph, opts.opset, LAYOUTS[plan.layout].describe(plan, p, source))
+    model.graph.initializer.extend(g.inits)  # copied once, into the model (make_model copies the graph)
     ests = plan.state["estimates"]
     meta = {
         "producer": "gmmnet",
