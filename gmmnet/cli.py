@@ -113,27 +113,29 @@ def _load_mixture(path: str, *, eigenvalue_floor: float | None = None, max_condi
 
     floor = {"eigenvalue_floor": eigenvalue_floor, "max_condition": max_condition}
     linalg.check_floor_options(**floor)
-    obj = io.load_model(path)
+    # a pickled mixture is read as its fitted attributes (importing scikit-learn costs seconds)
+    obj = io.load_model(path, fitted_state=True)
+    if isinstance(obj, io.FittedState) and not io.is_mixture_state(obj):
+        obj = io.materialize(obj, path)  # a Pipeline: its steps are read as estimators
     if isinstance(obj, (Mixture, Hierarchy)):
         doc = obj
+    elif io.is_mixture_state(obj) or not _is_onnx(obj):  # gmmnet's estimators convert through their to_ir()
+        from .formats.sklearn import from_sklearn
+
+        return from_sklearn(obj, **floor)
     else:
-        import onnx
+        from .formats.onnx.read import from_onnx
 
-        from .hierarchy import HierarchicalGaussianMixture
-
-        if isinstance(obj, onnx.ModelProto):
-            from .formats.onnx.read import from_onnx
-
-            doc, _ = from_onnx(obj)
-        elif isinstance(obj, HierarchicalGaussianMixture):
-            doc = obj.to_ir()
-        else:
-            from .formats.sklearn import from_sklearn
-
-            return from_sklearn(obj, **floor)
+        doc, _ = from_onnx(obj)
     if eigenvalue_floor is None and max_condition is None:
         return doc
     return linalg.regularize(doc, **floor)[0]
+
+
+def _is_onnx(obj) -> bool:
+    import onnx
+
+    return isinstance(obj, onnx.ModelProto)
 
 
 def _export_options():
@@ -251,7 +253,7 @@ def cmd_to_onnx(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrecisionWarning)  # the plan carries them: printed below
         model, plan = to_onnx(mixture, **options.model_dump(), return_plan=True)
-    io.save_onnx(model, out, force=args.force, inputs=(args.model,))
+    io.save_onnx(model, out, force=args.force, inputs=(args.model,), serialized=(plan.state or {}).get("serialized"))
     print(f"wrote {out}: {plan.summary()}, activation={args.activation}, dtype={args.dtype}, opset={args.opset}")
     for message in plan.warnings:
         print(f"gmmnet: warning: {message}", file=sys.stderr)

@@ -631,7 +631,8 @@ def check_representable(mixture, dtype: str = "float32") -> None:
                 f"component {k}: neuron weight norm λ^-1/2 = {scale[i]:.3g} (eigenvalue {c.eigenvalues[i]:.3g}) "
                 f"is outside the {dtype} range [{lo:.3g}, {hi:.3g}]{hint}"
             )
-        bias = np.abs(project(c, c.mean[None, :])[0])
+        # |b| = |w·μ| per neuron, as (V μ)·λ^-½: no d×d whitening built for a range check
+        bias = np.abs(c.mean * scale if c.axis_aligned else (c.stored_eigenvectors @ c.mean) * scale)
         mu = np.abs(c.mean)
         if np.max(mu) > hi or np.max(bias) > hi or not np.all(np.isfinite(bias)):
             raise InvalidModelError(

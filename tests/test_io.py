@@ -277,8 +277,11 @@ def test_ir_round_trip_is_bit_exact(X, tmp_path):
     assert back.model_dump_json() == mixture.model_dump_json()
     for a, b in zip(back.components, mixture.components):
         assert a.mean.tobytes() == b.mean.tobytes() and a.eigenvalues.tobytes() == b.eigenvalues.tobytes()
+    # the file is the documented JSON form: model_dump_json(indent=2) and a newline
+    assert path.read_bytes() == (mixture.model_dump_json(indent=2) + "\n").encode()
     h = Hierarchy(levels=[mixture])
     gio.save_ir(h, tmp_path / "h.json")
+    assert (tmp_path / "h.json").read_bytes() == (h.model_dump_json(indent=2) + "\n").encode()
     assert gio.load_model(tmp_path / "h.json").model_dump_json() == h.model_dump_json()
     with pytest.raises(UnsupportedModelError):
         gio.save_ir({"kind": "mixture"}, tmp_path / "x.json")

@@ -33,18 +33,38 @@ AFFINE_STEPS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler"
                 "passthrough")
 
 
-def _check(est) -> str:
-    from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+#: The mixture classes as pickle names them: what a stand-in for one (gmmnet.io's FittedState,
+#: recognised by its ``fitted_state`` marker: this module does not import io) says it is.
+_MIXTURE_CLASSES = {
+    ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): "GaussianMixture",
+    ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): "BayesianGaussianMixture",
+}
 
-    if not isinstance(est, (GaussianMixture, BayesianGaussianMixture)):
-        raise UnsupportedModelError(
-            f"cannot convert {type(est).__module__}.{type(est).__name__}: "
-            f"expected a scikit-learn {' or '.join(SUPPORTED)} (or a Pipeline ending in one)"
-        )
+
+def _stand_in_kind(est) -> str | None:
+    """The class name for a stand-in of a scikit-learn mixture (its fitted attributes, read
+    without importing scikit-learn), else None."""
+    t = type(est)
+    if getattr(t, "fitted_state", False) is not True:
+        return None
+    return _MIXTURE_CLASSES.get((t.__module__, t.__qualname__))
+
+
+def _check(est) -> str:
+    kind = _stand_in_kind(est)
+    if kind is None:
+        from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+        if not isinstance(est, (GaussianMixture, BayesianGaussianMixture)):
+            raise UnsupportedModelError(
+                f"cannot convert {type(est).__module__}.{type(est).__name__}: "
+                f"expected a scikit-learn {' or '.join(SUPPORTED)} (or a Pipeline ending in one)"
+            )
+        kind = "BayesianGaussianMixture" if isinstance(est, BayesianGaussianMixture) else "GaussianMixture"
     missing = [a for a in _FITTED if not hasattr(est, a)]
     if missing:
         raise NotFittedError(f"this {type(est).__name__} is not fitted (no {missing[0]}); call fit first")
-    return "BayesianGaussianMixture" if isinstance(est, BayesianGaussianMixture) else "GaussianMixture"
+    return kind
 
 
 def _bayesian_log_terms(est, d: int) -> np.ndarray:
@@ -100,9 +120,11 @@ def from_sklearn(est, *, eigenvalue_floor: float | None = None, max_condition: f
         Invalid numbers: weights outside [0, 1] or not summing to 1, non-finite values, shapes
         that disagree, a singular covariance.
     """
+    linalg.check_floor_options(eigenvalue_floor, max_condition)
+    if _stand_in_kind(est) is not None:  # a mixture's fitted attributes: scikit-learn is not needed
+        return _from_mixture(est, eigenvalue_floor=eigenvalue_floor, max_condition=max_condition)
     from sklearn.pipeline import Pipeline
 
-    linalg.check_floor_options(eigenvalue_floor, max_condition)
     if isinstance(est, Pipeline):
         return _from_pipeline(est, eigenvalue_floor=eigenvalue_floor, max_condition=max_condition)
     if callable(getattr(est, "to_ir", None)) and not hasattr(est, "precisions_cholesky_"):

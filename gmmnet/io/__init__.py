@@ -26,15 +26,17 @@ from .models import (
     MAX_ONNX_EXTERNAL_BYTES,
     MODEL_SUFFIXES,
     check_finite_weights,
+    is_mixture_state,
     load_estimator,
     load_ir,
     load_model,
     load_onnx,
+    materialize,
     save_estimator,
     save_ir,
     save_onnx,
 )
-from .pickle import SafeUnpickler, register_safe_class, safe_classes, step_classes
+from .pickle import FittedState, SafeUnpickler, register_safe_class, safe_classes, step_classes
 from .tables import DATA_SUFFIXES, DataNote, iter_chunks, load_data, open_data, print_note, read_npy_header
 
 __all__ = [
@@ -46,15 +48,18 @@ __all__ = [
     "MAX_ONNX_EXTERNAL_BYTES",
     "MODEL_SUFFIXES",
     "DataNote",
+    "FittedState",
     "SafeUnpickler",
     "atomic_write",
     "check_finite_weights",
+    "is_mixture_state",
     "iter_chunks",
     "load_data",
     "load_estimator",
     "load_ir",
     "load_model",
     "load_onnx",
+    "materialize",
     "open_data",
     "print_note",
     "read_npy_header",

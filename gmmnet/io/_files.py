@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from pathlib import Path
@@ -60,22 +61,30 @@ def open_binary(path: PathLike):
         raise InputFileError(f"cannot read {name(path)}: {exc.strerror or problem(exc)}") from None
 
 
-def read_capped(path: PathLike, max_bytes: int, what: str) -> bytearray:
-    """The bytes of a regular file (a bytearray: arrays read from it may be views of it and stay
-    writable), refusing files larger than ``max_bytes`` and empty files."""
+def read_capped(path: PathLike, max_bytes: int, what: str, *, writable: bool = True) -> bytes | mmap.mmap:
+    """The bytes of a regular file, refusing files larger than ``max_bytes`` and empty files.
+
+    ``writable``: an anonymous memory map filled from the file, so that arrays read from it may
+    be views of it and stay writable (a bytearray would be zero-filled first, which costs as
+    much as the read itself); otherwise ``bytes``.
+    """
     source = name(path)
     st = check_readable(path)
     if st.st_size > max_bytes:
         raise InputFileError(f"{source} is too large for a {what} ({st.st_size} bytes, limit {max_bytes})")
-    data = bytearray(st.st_size)
+    if st.st_size == 0:
+        raise InputFileError(f"{source} is empty")
     try:
         with open(path, "rb") as f:
-            n = f.readinto(data)
+            if writable:
+                data = mmap.mmap(-1, st.st_size)
+                n = f.readinto(data)  # BufferedReader.readinto reads until full or end of file
+            else:
+                data = f.read(st.st_size)
+                n = len(data)
             extra = f.read(1)
     except OSError as exc:
         raise InputFileError(f"cannot read {source}: {exc.strerror or problem(exc)}") from None
     if extra or n != st.st_size:  # the file changed while we read it
         raise InputFileError(f"cannot read {source}: it changed while being read")
-    if not data:
-        raise InputFileError(f"{source} is empty")
     return data

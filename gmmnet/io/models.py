@@ -56,6 +56,8 @@ __all__ = [
     "load_ir",
     "load_model",
     "load_onnx",
+    "is_mixture_state",
+    "materialize",
     "save_estimator",
     "save_ir",
     "save_onnx",
@@ -232,10 +234,23 @@ def accept_estimator(obj: Any, source: str) -> Any:
 # pickle and joblib
 
 
-def _load_pickled(path: PathLike, source: str, max_bytes: int) -> Any:
+def _load_pickled(path: PathLike, source: str, max_bytes: int, fitted_state: bool = False) -> Any:
     data = read_capped(path, max_bytes, "model file")
     data = safe_pickle.decompress_capped(data, source, max_bytes)
-    return accept_estimator(safe_pickle.unpickle(data, source), source)
+    return accept_estimator(safe_pickle.unpickle(data, source, fitted_state=fitted_state), source)
+
+
+def materialize(obj: Any, path: PathLike) -> Any:
+    """A model loaded from ``path`` with ``fitted_state=True`` as the scikit-learn estimator it
+    stands for (imports scikit-learn), checked again as :func:`load_estimator` checks what it returns."""
+    source = name(path)
+    return accept_estimator(safe_pickle.materialize(obj, source), source)
+
+
+def is_mixture_state(obj: Any) -> bool:
+    """Whether ``obj`` is the stand-in of a bare scikit-learn mixture (what
+    :func:`gmmnet.formats.sklearn.from_sklearn` reads without scikit-learn)."""
+    return isinstance(obj, safe_pickle.FittedState) and _key(obj) in safe_pickle.SKLEARN_MIXTURES
 
 
 # ---------------------------------------------------------------------------
@@ -364,7 +379,7 @@ def _load_skops(path: PathLike, source: str, max_bytes: int) -> Any:
 # estimators
 
 
-def load_estimator(path: PathLike, *, max_bytes: int = MAX_ESTIMATOR_BYTES) -> Any:
+def load_estimator(path: PathLike, *, max_bytes: int = MAX_ESTIMATOR_BYTES, fitted_state: bool = False) -> Any:
     """Load a fitted scikit-learn mixture, a Pipeline ending in one, or a registered estimator, safely.
 
     Parameters
@@ -375,6 +390,12 @@ def load_estimator(path: PathLike, *, max_bytes: int = MAX_ESTIMATOR_BYTES) -> A
         explicit trusted list, after the schema's types are checked).
     max_bytes : int
         Largest file, and largest decompressed stream or unzipped content.
+    fitted_state : bool
+        For pickle and joblib files: return scikit-learn estimators as
+        :class:`~gmmnet.io.pickle.FittedState` stand-ins holding their fitted attributes, without
+        importing scikit-learn (seconds saved where only the attributes are read, as
+        :func:`gmmnet.formats.sklearn.from_sklearn` does for a mixture);
+        :func:`~gmmnet.io.pickle.materialize` turns them into the estimators.
 
     Returns
     -------
@@ -405,7 +426,7 @@ def load_estimator(path: PathLike, *, max_bytes: int = MAX_ESTIMATOR_BYTES) -> A
             raise InputFileError(f"{source} is too large for a model file ({st.st_size} bytes, limit {max_bytes})")
         return _load_skops(path, source, max_bytes)
     if sfx in PICKLE_SUFFIXES + JOBLIB_SUFFIXES:
-        return _load_pickled(path, source, max_bytes)
+        return _load_pickled(path, source, max_bytes, fitted_state)
     raise InputFileError(
         f"{source}: unknown estimator file type {sfx or '(no suffix)'!r}; use {', '.join(ESTIMATOR_SUFFIXES)}"
     )
@@ -490,9 +511,9 @@ def load_ir(path: PathLike, *, max_bytes: int = MAX_IR_BYTES):
     from ..ir import format_validation_error, from_json
 
     source = name(path)
-    data = read_capped(path, max_bytes, "JSON document")
+    data = read_capped(path, max_bytes, "JSON document", writable=False)
     try:
-        return from_json(bytes(data))
+        return from_json(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         if err.get("type") in ("json_invalid", "recursion_loop"):
@@ -510,7 +531,10 @@ def save_ir(doc: Any, path: PathLike, *, force: bool = False, inputs: Iterable[P
         raise UnsupportedModelError(
             f"cannot save a {type(doc).__name__} as an IR document: expected a gmmnet Mixture or Hierarchy"
         )
-    atomic_write(path, doc.model_dump_json(indent=2).encode("utf-8") + b"\n", force=force, inputs=inputs)
+    import pydantic_core
+
+    # model_dump_json's text as UTF-8 bytes directly: no str of the (base64) arrays to encode again
+    atomic_write(path, pydantic_core.to_json(doc, indent=2) + b"\n", force=force, inputs=inputs)
 
 
 # ---------------------------------------------------------------------------
@@ -691,16 +715,17 @@ def load_onnx(path: PathLike, *, max_bytes: int = MAX_ONNX_BYTES, max_external_b
     from onnx.external_data_helper import load_external_data_for_model
 
     source = name(path)
-    data = read_capped(path, max_bytes, "ONNX model")
+    data = read_capped(path, max_bytes, "ONNX model", writable=False)
     try:
-        model = onnx.load_model_from_string(bytes(data))
+        model = onnx.load_model_from_string(data)
     except DecodeError as exc:
         raise InputFileError(f"cannot load {source}: not a valid ONNX protobuf (truncated or corrupt: {problem(exc)})") from None
-    del data
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise InputFileError(f"cannot load {source}: not an ONNX model (it has no graph nodes)")
     base_dir = os.path.dirname(os.path.abspath(source))
-    if _check_external_data(model, source, base_dir, max_external_bytes):
+    external = _check_external_data(model, source, base_dir, max_external_bytes)
+    if external:
+        data = None  # the file's bytes are not the model: the checker sees the loaded one
         try:
             load_external_data_for_model(model, base_dir)
         except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # reading the files it names
@@ -710,7 +735,9 @@ def load_onnx(path: PathLike, *, max_bytes: int = MAX_ONNX_BYTES, max_external_b
             raise UnsupportedModelError(f"{source}: external data in sparse tensors or training info is not supported")
     if check:
         try:
-            if model.ByteSize() < 2 * GiB:
+            if data is not None:  # the bytes just parsed: the checker need not serialize the model again
+                onnx.checker.check_model(data)
+            elif model.ByteSize() < 2 * GiB:
                 onnx.checker.check_model(model)
         except onnx.checker.ValidationError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -718,16 +745,26 @@ def load_onnx(path: PathLike, *, max_bytes: int = MAX_ONNX_BYTES, max_external_b
         except UnicodeDecodeError:  # the checker's message quotes a name that is not UTF-8
             raise InvalidModelError(f"invalid model in {source}: the ONNX checker refuses it (a name is not UTF-8 "
                                     "text)") from None
+    del data
     check_finite_weights(model, source)
     return model
 
 
-def save_onnx(model: Any, path: PathLike, *, force: bool = False, inputs: Iterable[PathLike] = ()) -> None:
-    """Write an ``onnx.ModelProto`` (atomically, data inline)."""
+def save_onnx(model: Any, path: PathLike, *, force: bool = False, inputs: Iterable[PathLike] = (),
+              serialized: bytes | None = None) -> None:
+    """Write an ``onnx.ModelProto`` (atomically, data inline).
+
+    ``serialized``: the model's protobuf bytes when the caller already has them (the export
+    plan keeps those its check made: ``plan.state["serialized"]``), so a large model is not
+    serialized twice; they are written in place of ``model.SerializeToString()``.
+    """
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
         raise UnsupportedModelError(f"cannot save a {type(model).__name__} as ONNX: expected an onnx.ModelProto")
+    if serialized is not None:
+        atomic_write(path, serialized, force=force, inputs=inputs)
+        return
     try:
         data = model.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages of 2 GiB or more
@@ -739,11 +776,12 @@ def save_onnx(model: Any, path: PathLike, *, force: bool = False, inputs: Iterab
 # any model
 
 
-def load_model(path: PathLike):
+def load_model(path: PathLike, *, fitted_state: bool = False):
     """Load any model file gmmnet reads, by suffix.
 
-    ``.pkl``/``.pickle``/``.joblib``/``.skops`` → estimator (:func:`load_estimator`),
-    ``.json`` → IR document (:func:`load_ir`), ``.onnx`` → ``onnx.ModelProto`` (:func:`load_onnx`).
+    ``.pkl``/``.pickle``/``.joblib``/``.skops`` → estimator (:func:`load_estimator`; with
+    ``fitted_state``, a pickle's scikit-learn estimators as stand-ins), ``.json`` → IR document
+    (:func:`load_ir`), ``.onnx`` → ``onnx.ModelProto`` (:func:`load_onnx`).
     """
     source = name(path)
     sfx = suffix(path)
@@ -753,7 +791,7 @@ def load_model(path: PathLike):
         )
     check_readable(path)
     if sfx in ESTIMATOR_SUFFIXES:
-        return load_estimator(path)
+        return load_estimator(path, fitted_state=fitted_state)
     if sfx in IR_SUFFIXES:
         return load_ir(path)
     return load_onnx(path)

@@ -33,7 +33,8 @@ import numpy as np
 from ..errors import GmmnetError, InputFileError, InvalidModelError, UnsafeFileError, UnsupportedModelError
 from ._files import short
 
-__all__ = ["SafeUnpickler", "decompress_capped", "register_safe_class", "safe_classes", "step_classes", "unpickle"]
+__all__ = ["FittedState", "SafeUnpickler", "decompress_capped", "materialize", "register_safe_class", "safe_classes",
+           "step_classes", "unpickle"]
 
 REFUSAL_HINT = "only scikit-learn mixture classes, affine Pipeline steps and numpy arrays are allowed"
 
@@ -144,6 +145,66 @@ def sklearn_class_refusal(module: str, name: str, source: str) -> GmmnetError | 
         f"cannot load {source}: it holds {short(module, 80)}.{short(name, 80)}, which is not an affine step gmmnet "
         f"converts (a mixture may follow only {ACCEPTED_STEPS})"
     )
+
+
+class FittedState:
+    """A scikit-learn estimator read as its pickled attributes, without importing scikit-learn.
+
+    Importing scikit-learn costs seconds (scipy.stats alone ~1.5 s); converting a mixture reads
+    only its fitted attributes.  :func:`unpickle` with ``fitted_state=True`` builds one subclass
+    per allowlisted scikit-learn class (:func:`_stand_in`) carrying the original's ``__module__``
+    and ``__qualname__``, so the allowlist checks see the same names; its instances hold the
+    attributes as plain data and have no methods.  :func:`materialize` turns them into the real
+    estimators.
+    """
+
+    #: duck-typed marker for modules that may not import gmmnet.io (formats.sklearn)
+    fitted_state = True
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+_STAND_INS: dict[tuple[str, str], type] = {}
+
+
+def _stand_in(module: str, name: str) -> type:
+    """The :class:`FittedState` subclass standing in for the scikit-learn class ``module.name``."""
+    with _REGISTRY_LOCK:
+        cls = _STAND_INS.get((module, name))
+        if cls is None:
+            cls = type(name, (FittedState,), {"__module__": module, "__qualname__": name, "__slots__": ()})
+            _STAND_INS[(module, name)] = cls
+    return cls
+
+
+def materialize(obj: Any, source: str) -> Any:
+    """``obj`` with every :class:`FittedState` in it (Pipeline steps included) replaced by an
+    instance of the scikit-learn class it stands in for, given the same state."""
+    memo: dict[int, Any] = {}
+
+    def real(value: Any) -> Any:
+        if id(value) in memo:
+            return memo[id(value)]
+        if isinstance(value, FittedState):
+            t = type(value)
+            cls = _import_class(t.__module__, t.__qualname__, source)
+            out = cls.__new__(cls)
+            memo[id(value)] = out
+            _estimator_setstate(out, {k: real(v) for k, v in vars(value).items()}, source)
+            return out
+        if type(value) is list:
+            return [real(v) for v in value]
+        if type(value) is tuple:
+            return tuple(real(v) for v in value)
+        if type(value) is dict:
+            return {k: real(v) for k, v in value.items()}
+        return value
+
+    try:
+        return real(obj)
+    except _Corrupt as exc:
+        raise InputFileError(f"cannot load {source}: corrupt or truncated pickle ({exc})") from None
 
 
 def _import_class(module: str, name: str, source: str) -> type:
@@ -542,12 +603,15 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
         The whole file in memory (sizes are checked against what is left).
     source : str
         File name for messages.
+    fitted_state : bool
+        Build scikit-learn estimators as :class:`FittedState` stand-ins (scikit-learn is not
+        imported); gmmnet's own registered classes are built as themselves.
     """
 
     dispatch = _Dispatch({key: _guarded(handler) for key, handler in pickle._Unpickler.dispatch.items()})
 
     def __init__(self, file: Stream | bytes | bytearray | io.BytesIO, source: str = "<pickle>", _depth: int = 0,
-                 _unsupported: list | None = None) -> None:
+                 _unsupported: list | None = None, *, fitted_state: bool = False) -> None:
         if hasattr(file, "getvalue"):  # an io.BytesIO, as earlier versions took
             file = file.getvalue()
         stream = file if isinstance(file, Stream) else Stream(file)
@@ -556,6 +620,7 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
         self._source = source
         self._depth = _depth
         self._unsupported: list[GmmnetError] = [] if _unsupported is None else _unsupported
+        self._fitted_state = fitted_state
 
     def load(self) -> Any:
         """The stream's object; UnsupportedModelError if it named a scikit-learn class that is
@@ -609,6 +674,8 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
             return obj
         canonical = canonical_class(module, name)
         if canonical is not None:
+            if self._fitted_state and canonical[0].startswith("sklearn."):
+                return _stand_in(*canonical)
             return _import_class(*canonical, self._source)
         refusal = sklearn_class_refusal(module, name, self._source)
         if refusal is not None:  # refused after the whole stream is read, unless something unsafe comes later
@@ -704,7 +771,8 @@ class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcode
             # joblib writes object arrays as a nested pickle stream: read it with the same rules
             if self._depth >= 8:
                 raise _Corrupt("joblib object arrays nested too deeply")
-            arr = SafeUnpickler(raw, self._source, self._depth + 1, self._unsupported).load()
+            arr = SafeUnpickler(raw, self._source, self._depth + 1, self._unsupported,
+                                fitted_state=self._fitted_state).load()
             if type(arr) is not np.ndarray or arr.shape != shape or not arr.dtype.hasobject:
                 raise _Corrupt("joblib object array does not match its record")
             return arr
@@ -828,10 +896,11 @@ def decompress_capped(data: bytearray, source: str, max_bytes: int) -> bytearray
     return out
 
 
-def unpickle(data: bytes | bytearray | Stream, source: str) -> Any:
-    """The object a pickle (or uncompressed joblib) stream holds, built by :class:`SafeUnpickler`."""
+def unpickle(data: bytes | bytearray | Stream, source: str, *, fitted_state: bool = False) -> Any:
+    """The object a pickle (or uncompressed joblib) stream holds, built by :class:`SafeUnpickler`;
+    with ``fitted_state``, scikit-learn estimators come as :class:`FittedState` stand-ins."""
     try:
-        return SafeUnpickler(data, source).load()
+        return SafeUnpickler(data, source, fitted_state=fitted_state).load()
     except _Refused as exc:
         raise UnsafeFileError(f"refusing to load {source}: it asks for {exc}; {REFUSAL_HINT}") from None
     except _Corrupt as exc:

@@ -43,7 +43,7 @@ from ...errors import InvalidModelError, UnsupportedModelError, UsageError
 from ...ir import Hierarchy, Mixture
 from ...tolerances import tol
 from .fold import Fold, check_folded
-from .graph import Graph, gmmnet_version, head_constants, make_model, rounder, set_metadata
+from .graph import Graph, checked_bytes, gmmnet_version, head_constants, make_model, rounder, set_metadata
 from .options import (ACTIVATIONS, CENTERINGS, COMPUTES, DEFAULT_OUTPUTS, DTYPES, LAYOUTS as LAYOUT_NAMES, MAX_OPSET,
                       MIN_OPSET, OUTPUTS, ExportOptions)
 from .plan import ExportPlan, Exporter, check_weight_bytes, register_exporter, rename_outputs
@@ -393,10 +393,30 @@ def _products(p: _Prepared, centering: str, dtype: str) -> np.ndarray:
     elif p.truncated is not None:
         p.memo[key] = _truncated_products(p, off, t, dtype)
     else:
-        Wr = p.rounded_W(dtype)
-        e = np.sqrt(np.einsum("kij,kj->ki", Wr * Wr, t * t)) + np.abs(np.einsum("kij,kj->ki", Wr, off))
-        p.memo[key] = np.sqrt(np.einsum("ki,ki->k", e, e))
+        _row_products(p, dtype)
     return p.memo[key]
+
+
+def _row_products(p: _Prepared, dtype: str) -> None:
+    """‖e_k‖₂ of dense rows for every centring at once (memoized): one pass over the rounded rows,
+    32 components at a time, as batched BLAS products (the rows' squares never exist whole)."""
+    modes = ("none", "global", "component")
+    offs = [p.means - _centres(p, mode, dtype) for mode in modes]
+    # per component, the columns |x − c|² and x − c of every centring: (K, d, 2·modes)
+    cols = np.stack([(np.abs(o) + _A * p.coord_std) ** 2 for o in offs] + offs, axis=2)
+    # float32 rows are rounded here, 32 components at a time, unless the graph already holds them
+    rounded = p.W if dtype == "float64" else p.memo.get(("W", dtype))
+    rnd = rounder(dtype)
+    out = np.empty((p.K, len(modes)))
+    n = len(modes)
+    for lo in range(0, p.K, 32):
+        w = rnd(p.W[lo:lo + 32]) if rounded is None else rounded[lo:lo + 32]
+        sq = np.matmul(w * w, cols[lo:lo + 32, :, :n])  # (k, r, modes): Σ_j w_ij² t_j²
+        lin = np.matmul(w, cols[lo:lo + 32, :, n:])  # (k, r, modes): w_i · (μ − c)
+        e = np.sqrt(sq) + np.abs(lin)
+        out[lo:lo + 32] = np.sqrt(np.einsum("krm,krm->km", e, e))
+    for i, mode in enumerate(modes):
+        p.memo[("products", mode, dtype)] = out[:, i]
 
 
 def _truncated_products(p: _Prepared, off: np.ndarray, t: np.ndarray, dtype: str) -> np.ndarray:
@@ -1343,9 +1363,10 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
         vi.doc_string = docs[name]
         outs.append(vi)
     source = mixture.provenance.source
-    graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs, initializer=g.inits,
+    graph = helper.make_graph(g.nodes, "gmmnet_mixture", [x_info], outs,
                               doc_string=f"{K}-component {p.ctype} Gaussian mixture over {d} features")
     model = make_model(graph, opts.opset, LAYOUTS[plan.layout].describe(plan, p, source))
+    model.graph.initializer.extend(g.inits)  # copied once, into the model (make_model copies the graph)
     ests = plan.state["estimates"]
     meta = {
         "producer": "gmmnet",
@@ -1390,7 +1411,7 @@ def _annotate(g: Graph, p: _Prepared, plan: ExportPlan, mixture, io_elem):
                 entry.key, entry.value = "neurons", (_neuron_list(p) if n.name == "layer0/linear"
                                                      else per_component[n.name])
     rename_outputs(model, opts.output_names)
-    onnx.checker.check_model(model, full_check=True)
+    plan.state["serialized"] = checked_bytes(model)  # the CLI writes these bytes: no second serialization
     return model
 
 

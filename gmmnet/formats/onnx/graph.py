@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ABSENT_LOG_TERM", "Graph", "gmmnet_version", "head_constants", "make_model", "rounder", "set_metadata"]
+__all__ = ["ABSENT_LOG_TERM", "Graph", "checked_bytes", "gmmnet_version", "head_constants", "make_model", "rounder",
+           "set_metadata"]
 
 
 #: The head constant of a component with weight 0 (log 0): finite, so that the graph holds no
@@ -111,6 +112,16 @@ def make_model(graph, opset: int, doc: str):
     model.model_version = 1
     model.doc_string = doc
     return model
+
+
+def checked_bytes(model) -> bytes:
+    """The model's protobuf, checked by ``onnx.checker.check_model(full_check=True)``: serialized
+    once, for the check and for whoever writes the model (:func:`gmmnet.io.save_onnx` takes it)."""
+    import onnx
+
+    data = model.SerializeToString()
+    onnx.checker.check_model(data, full_check=True)
+    return data
 
 
 def set_metadata(model, meta: dict[str, str]) -> None:
