@@ -234,6 +234,7 @@ def test_the_read_back_runs_the_bytes_with_the_logits_appended(output_logits):
     reading = read_graph(data)
     assert reading.serialized == data and read_graph(model).serialized is None
     assert read_graph(model, serialized=data).serialized == data
+    assert read_graph(model, serialized=memoryview(data)).serialized == data  # bytes-like: kept as bytes
     m1, r1 = from_onnx(model)
     m2, r2 = from_onnx(data)
     assert r1["readback"]["checked"] and r2["readback"]["max_error"] == r1["readback"]["max_error"]
