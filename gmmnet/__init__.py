@@ -136,11 +136,12 @@ def from_onnx(model, *, data=None, groups=None, n_components: int | None = None)
     from .formats.onnx.read_deep import from_onnx as _deep, is_deep
     from .formats.onnx.walk import read_graph
 
-    model = load_model(model)
     if groups is None and n_components is None:
-        model = read_graph(model)  # walked once, for is_deep and for the reader
+        model = read_graph(model)  # walked once, for is_deep and for the reader (a file's bytes kept)
         if is_deep(model):
             return _deep(model, data=data)
+    else:
+        model = load_model(model)
     return _single(model, data=data, groups=groups, n_components=n_components)
 
 

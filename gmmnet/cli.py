@@ -283,7 +283,10 @@ def cmd_to_gmm(args) -> int:
     if args.report and io.same_file(args.report, out):
         raise UsageError(f"--report {args.report} is the output file; choose another path")
     data = io.load_data(args.data, note=io.print_note) if args.data else None
-    model = io.load_model(args.model)
+    if Path(args.model).suffix.lower() in io.ONNX_SUFFIXES:  # the file's bytes too: no second serialization
+        model, serialized = io.load_onnx(args.model, return_bytes=True)
+    else:
+        model, serialized = io.load_model(args.model), None
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
@@ -293,7 +296,7 @@ def cmd_to_gmm(args) -> int:
 
     grouped = args.groups is not None or args.n_components is not None
     if not grouped:
-        model = read_graph(model)  # walked once, for is_deep and for the reader
+        model = read_graph(model, serialized=serialized)  # walked once, for is_deep and for the reader
     if not grouped and is_deep(model):  # a hierarchy: one mixture per level
         if args.calibrate:
             raise UsageError(f"{args.model} is a hierarchy; --calibrate recovers one mixture (pass --groups to read "

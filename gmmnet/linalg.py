@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.special import logsumexp
 
 from .errors import InvalidModelError, UsageError
 from .limits import serial_blas
 
 LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def logsumexp(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """scipy.special.logsumexp, imported on first use (scipy.special costs ~0.1 s to import and
+    converting a model never needs it)."""
+    from scipy.special import logsumexp as _logsumexp
+
+    return _logsumexp(a, axis=axis, keepdims=keepdims)
 
 #: Largest condition number λ_max/λ_min for which a component's basis comes from eigh of its
 #: precision (error ≈ ε·cond ≤ 1e-13 relative in D²); above it the Jacobi SVD of the factor is used.
@@ -192,9 +199,9 @@ def precision_cholesky(eigenvectors: np.ndarray, eigenvalues: np.ndarray,
     return np.ascontiguousarray(np.swapaxes(rr, 1, 2)[:, ::-1, ::-1])
 
 
-def whitening(eigenvectors: np.ndarray, eigenvalues: np.ndarray) -> np.ndarray:
-    """W = diag(λ^-1/2) V: rows are the neurons' weight vectors."""
-    return eigenvectors / np.sqrt(eigenvalues)[:, None]
+def whitening(eigenvectors: np.ndarray, eigenvalues: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """W = diag(λ^-1/2) V: rows are the neurons' weight vectors (written into ``out`` if given)."""
+    return np.divide(eigenvectors, np.sqrt(eigenvalues)[:, None], out=out)
 
 
 def neurons(mean: np.ndarray, eigenvectors: np.ndarray, eigenvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import digamma
 
 from .. import linalg
 from ..errors import InvalidModelError, NotFittedError, UnsupportedModelError
@@ -73,6 +72,8 @@ def _bayesian_log_terms(est, d: int) -> np.ndarray:
     Mirrors the variational expectations: the digamma log-weights E[log π_k] (which stay finite
     where ``weights_`` underflows to 0) plus −(d/2) log ν_k + ½(E[log|Λ_k|] − d/β_k).
     """
+    from scipy.special import digamma  # only BayesianGaussianMixture needs scipy.special
+
     dof = np.asarray(est.degrees_of_freedom_, dtype=np.float64)
     log_lambda = d * np.log(2.0) + np.sum(digamma(0.5 * (dof - np.arange(d)[:, None])), axis=0)
     extra = -0.5 * d * np.log(dof) + 0.5 * (log_lambda - d / np.asarray(est.mean_precision_, dtype=np.float64))

@@ -696,7 +696,7 @@ def check_finite_weights(model, source: str = "model") -> None:
 
 
 def load_onnx(path: PathLike, *, max_bytes: int = MAX_ONNX_BYTES, max_external_bytes: int = MAX_ONNX_EXTERNAL_BYTES,
-              check: bool = True):
+              check: bool = True, return_bytes: bool = False):
     """Load an ONNX model safely.
 
     The protobuf is parsed without external data; every external-data reference is then
@@ -708,7 +708,10 @@ def load_onnx(path: PathLike, *, max_bytes: int = MAX_ONNX_BYTES, max_external_b
 
     Returns
     -------
-    onnx.ModelProto
+    onnx.ModelProto, or (onnx.ModelProto, bytes or None) with ``return_bytes``
+        With ``return_bytes``, also the file's bytes the model was parsed from (``None`` when it
+        has external data: then they are not the whole model), for callers that would otherwise
+        serialize it again (onnxruntime sessions).
     """
     import onnx
     from google.protobuf.message import DecodeError
@@ -745,9 +748,8 @@ def load_onnx(path: PathLike, *, max_bytes: int = MAX_ONNX_BYTES, max_external_b
         except UnicodeDecodeError:  # the checker's message quotes a name that is not UTF-8
             raise InvalidModelError(f"invalid model in {source}: the ONNX checker refuses it (a name is not UTF-8 "
                                     "text)") from None
-    del data
     check_finite_weights(model, source)
-    return model
+    return (model, data) if return_bytes else model
 
 
 def save_onnx(model: Any, path: PathLike, *, force: bool = False, inputs: Iterable[PathLike] = (),

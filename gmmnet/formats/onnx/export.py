@@ -201,24 +201,22 @@ def _prepare(mixture, transform=None, *, complete: bool = False) -> _Prepared:
     elif any(c.rank < r for c in comps):
         return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=None, scales=None,
                          coord_std=_truncated_std(comps, fold), truncated=_truncation(comps, fold), **common)
-    Ws, stds = [], []
+    Ws, stds = np.empty((K, r, d)), np.empty((K, d))  # written in place: no K·r·d copy to stack
     for k, c in enumerate(comps):
         if fold is None:
             V, lam = _complete(c) if completed else (c.eigenvectors, c.eigenvalues)
-            W = linalg.whitening(V, lam)
-            std = np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0))
+            linalg.whitening(V, lam, out=Ws[k])
+            stds[k] = np.sqrt(np.maximum(np.einsum("ij,i,ij->j", V, lam, V), 0.0))
         else:  # the rows W_z A: diag(λ^-½) A for an axis-aligned component, λ^-½ V A otherwise
-            W = (linalg.scales(c)[:, None] * fold.A if c.axis_aligned
-                 else linalg.whitening(c.eigenvectors, c.eigenvalues) @ fold.A)
-            std = fold.coordinate_std(c.stored_eigenvectors, c.eigenvalues)
+            Ws[k] = (linalg.scales(c)[:, None] * fold.A if c.axis_aligned
+                     else linalg.whitening(c.eigenvectors, c.eigenvalues) @ fold.A)
+            stds[k] = fold.coordinate_std(c.stored_eigenvectors, c.eigenvalues)
             if bias is not None:
                 bias[k] = -(linalg.project(c, res[k][None, :])[0])
-        Ws.append(W)
-        stds.append(std)
     if ct == "tied" and not all(np.array_equal(w, Ws[0]) for w in Ws):
         ct = "full"  # tied components truncated with different residual variances: no shared product
-    return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=np.stack(Ws), scales=None,
-                     coord_std=np.stack(stds), bias=bias, completed=completed, **common)
+    return _Prepared(d=d, ctype="full" if ct in _AXIS else ct, means=means, W=Ws, scales=None,
+                     coord_std=stds, bias=bias, completed=completed, **common)
 
 
 def _transformed(rows_z: np.ndarray, fold: Fold | None) -> np.ndarray:

@@ -1554,6 +1554,11 @@ def read_graph(model_or_path, *, serialized: bytes | None = None) -> GraphReadin
         return model_or_path
     if serialized is None and isinstance(model_or_path, (bytes, bytearray)):
         serialized = model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):  # a file: its bytes come along (None with external data)
+        from ... import io
+
+        model_or_path, file_bytes = io.load_onnx(model_or_path, return_bytes=True)
+        serialized = file_bytes if serialized is None else serialized
     reading = _Reader(load_model(model_or_path)).run()
     reading.serialized = serialized if serialized is None or isinstance(serialized, bytes) else bytes(serialized)
     return reading
