@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -76,6 +77,7 @@ def check_bytes(n_bytes: float, what: str, source: str | None = None) -> None:
 
 
 _blas_controller = None
+_blas_sees_scipy = False
 
 
 @contextmanager
@@ -84,12 +86,17 @@ def serial_blas() -> Iterator[None]:
 
     Per-component work (K decompositions or products of d×d matrices) gains nothing from BLAS
     threads, and on a loaded machine OpenBLAS's spinning threads make it 10–25× slower.
+
+    The controller limits the BLAS libraries loaded when it is made: it is made again once
+    scipy.linalg (which brings its own OpenBLAS) has been imported.  Code that calls scipy's
+    LAPACK inside the block imports scipy.linalg before entering it (importing it costs ~0.25 s,
+    which a conversion that never needs it does not pay).
     """
-    global _blas_controller
-    if _blas_controller is None:
-        import scipy.linalg  # noqa: F401 - load scipy's BLAS too, so that the controller sees it
+    global _blas_controller, _blas_sees_scipy
+    scipy_loaded = "scipy.linalg" in sys.modules
+    if _blas_controller is None or (scipy_loaded and not _blas_sees_scipy):
         from threadpoolctl import ThreadpoolController
 
-        _blas_controller = ThreadpoolController()
+        _blas_controller, _blas_sees_scipy = ThreadpoolController(), scipy_loaded
     with _blas_controller.limit(limits=1, user_api="blas"):
         yield

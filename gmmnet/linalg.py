@@ -11,7 +11,6 @@ reference scoring here takes the raw rows x and applies the transform first.
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from .errors import InvalidModelError, UsageError
 from .limits import serial_blas
@@ -35,7 +34,7 @@ FAST_BASIS_MAX_CONDITION = 1e3
 # BLAS threads (serial_blas lives in gmmnet.limits, with the other resource limits)
 
 
-def _map_threads(fn, items) -> None:
+def map_threads(fn, items) -> None:
     """Run ``fn`` on every item, on up to os.cpu_count() threads (numpy's LAPACK calls release the GIL).
 
     Each thread runs single-threaded BLAS (:func:`serial_blas`), so the machine's cores are shared
@@ -124,11 +123,19 @@ def bases_from_precision_cholesky(u: np.ndarray) -> tuple[np.ndarray, np.ndarray
         lo_val = np.min(lam[lo:lo + 32], axis=1)
         fast = (np.all(np.isfinite(lam[lo:lo + 32]), axis=1) & (lo_val > 0)
                 & (np.max(lam[lo:lo + 32], axis=1) <= FAST_BASIS_MAX_CONDITION * lo_val))
-        for k in lo + np.flatnonzero(~fast):
-            vecs[k], lam[k] = _jacobi_basis(u[k])
+        redo.extend((lo + np.flatnonzero(~fast)).tolist())
 
+    def jacobi(k: int) -> None:
+        vecs[k], lam[k] = _jacobi_basis(u[k])
+
+    redo: list[int] = []
     with serial_blas(), np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        _map_threads(batch, range(0, n_k, 32))
+        map_threads(batch, range(0, n_k, 32))
+    if redo:  # scipy's LAPACK, loaded before serial_blas so that it limits scipy's BLAS too
+        import scipy.linalg  # noqa: F401
+
+        with serial_blas(), np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            map_threads(jacobi, sorted(redo))
     return vecs, lam
 
 
@@ -693,6 +700,8 @@ def fixed_direction_log_joint(x: np.ndarray, means, directions, variances, resid
         d2 = np.einsum("ij,ij->i", z / lam, z)
         logdet = float(np.sum(np.log(lam)))
         if np.ndim(s2) == 2:  # full covariance in the complement's coordinates u = Q (x − μ)
+            from scipy.linalg import solve_triangular
+
             chol = np.linalg.cholesky(s2)
             y = solve_triangular(chol, (diff @ q.T).T, lower=True)
             d2 = d2 + np.einsum("ij,ij->j", y, y)

@@ -677,11 +677,15 @@ def _mixture_from(comps: list[_Comp], logw: np.ndarray, head, d: int) -> Mixture
         w = np.exp(logw - logsumexp(logw))
         consts = np.zeros(len(comps))
     w = w / w.sum()
-    components = [
-        Component(mean=c.mean, eigenvectors=c.vecs, eigenvalues=c.vals, weight=float(w[k]),
-                  log_constant=float(consts[k]), residual_variance=c.residual)
-        for k, c in enumerate(comps)
-    ]
+    components: list = [None] * len(comps)
+
+    def component(k: int) -> None:
+        c = comps[k]
+        components[k] = Component(mean=c.mean, eigenvectors=c.vecs, eigenvalues=c.vals, weight=float(w[k]),
+                                  log_constant=float(consts[k]), residual_variance=c.residual)
+
+    with linalg.serial_blas():  # the IR's V Vᵀ checks on every core (see formats.sklearn._from_mixture)
+        linalg.map_threads(component, range(len(comps)))
     return Mixture(n_features=d, covariance_type="full", components=components)
 
 

@@ -125,3 +125,15 @@ def test_cli_to_onnx_of_a_mixture_does_not_import_sklearn(X, tmp_path):
     assert [i.name for i in written.graph.initializer] == [i.name for i in expected.graph.initializer]
     for a, b in zip(written.graph.initializer, expected.graph.initializer, strict=True):
         np.testing.assert_array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+
+
+def test_conversion_leaves_blas_threads_as_they_were(X):
+    """from_sklearn checks the bases on several threads inside one serial_blas block: the BLAS
+    thread counts afterwards are what they were before."""
+    from threadpoolctl import threadpool_info
+
+    est = GaussianMixture(n_components=6, covariance_type="full", random_state=0).fit(X)
+    before = sorted((i["filepath"], i["num_threads"]) for i in threadpool_info())
+    for _ in range(3):
+        from_sklearn(est)
+    assert sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()) == before

@@ -28,3 +28,32 @@ def test_check_bytes_names_size_source_and_option(monkeypatch):
     monkeypatch.setenv("GMMNET_MAX_MEMORY", "lots")
     with pytest.raises(UsageError, match="GMMNET_MAX_MEMORY"):
         limits.max_memory()
+
+
+def test_serial_blas_limits_scipy_blas_loaded_later():
+    """serial_blas no longer imports scipy.linalg itself (0.25 s a conversion does not need): its
+    controller is made again once scipy's own OpenBLAS is loaded, so that one is limited too."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from gmmnet.limits import serial_blas\n"
+        "from threadpoolctl import threadpool_info\n"
+        "with serial_blas():\n"
+        "    pass\n"
+        "before = 'scipy.linalg' in sys.modules\n"
+        "import scipy.linalg\n"
+        "with serial_blas():\n"
+        "    inside = [(i['filepath'], i['num_threads']) for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "print(json.dumps([before, inside]))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before, inside = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before is False
+    assert any("scipy" in path for path, _ in inside), inside  # scipy's own BLAS is among those limited
+    assert all(n == 1 for _, n in inside), inside

@@ -230,11 +230,17 @@ def _from_mixture(est, *, eigenvalue_floor: float | None, max_condition: float |
             extra["zero_weight_note"] = (
                 "weights_ underflowed to 0 (digamma log-weights down to "
                 f"{float(np.min(terms[zero])):.4g}); these components are kept with weight 0 and add nothing")
-    comps = [
-        Component(mean=means[k], eigenvectors=vecs_k, eigenvalues=lam_k, weight=float(weights[k]),
-                  log_constant=float(consts[k]))
-        for k, (vecs_k, lam_k) in enumerate(bases)
-    ]
+    comps: list = [None] * n_k
+
+    def component(k: int) -> None:
+        vecs_k, lam_k = bases[k]
+        comps[k] = Component(mean=means[k], eigenvectors=vecs_k, eigenvalues=lam_k, weight=float(weights[k]),
+                             log_constant=float(consts[k]))
+
+    # the IR checks each basis (V Vᵀ = I, a d×d product that releases the GIL): on every core, with
+    # BLAS limited around the threads (limits entered and left inside each thread could interleave)
+    with linalg.serial_blas():
+        linalg.map_threads(component, range(n_k))
     return Mixture(
         n_features=d,
         covariance_type=ct,

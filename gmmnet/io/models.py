@@ -534,7 +534,8 @@ def save_ir(doc: Any, path: PathLike, *, force: bool = False, inputs: Iterable[P
     import pydantic_core
 
     # model_dump_json's text as UTF-8 bytes directly: no str of the (base64) arrays to encode again
-    atomic_write(path, pydantic_core.to_json(doc, indent=2) + b"\n", force=force, inputs=inputs)
+    body = pydantic_core.to_json(doc, indent=2)
+    atomic_write(path, lambda f: (f.write(body), f.write(b"\n")), force=force, inputs=inputs)
 
 
 # ---------------------------------------------------------------------------
