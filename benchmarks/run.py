@@ -500,11 +500,17 @@ def _cprofile(fn, top: int = 14) -> tuple[float, list[dict]]:
     return wall, keep[:top]
 
 
+#: Runs of each CLI conversion (the median is reported): one fresh process each.
+CLI_RUNS = 3
+
+
 def bench_conversion(args, rng) -> dict:
     """K=256, d=256 full: library steps and the CLI in both directions, with numpy's BLAS on 1 thread and
     on --threads threads (threadpoolctl; the CLI through OPENBLAS_NUM_THREADS), and a cProfile of the
-    library steps on 1 BLAS thread."""
+    library steps on 1 BLAS thread.  Each CLI command runs CLI_RUNS times (median, min and max), and
+    once more beside as many busy processes as there are cores."""
     import joblib
+    import numpy as np
     from threadpoolctl import threadpool_limits
 
     from gmmnet import from_sklearn
@@ -551,14 +557,32 @@ def bench_conversion(args, rng) -> dict:
         joblib.dump(small, small_src)
         for cmd in (["to-onnx", small_src, "-o", onnx_path, "--force"], ["to-gmm", onnx_path, "-o", back, "--force"]):
             subprocess.run([*gmmnet_cmd, *cmd], capture_output=True, env=base_env, check=True)
-        for b in blas:
-            env = dict(base_env, OPENBLAS_NUM_THREADS=str(b), OMP_NUM_THREADS=str(b), MKL_NUM_THREADS=str(b))
-            for key, cmd in (("to-onnx", ["to-onnx", src, "-o", onnx_path, "--force"]),
-                             ("to-gmm", ["to-gmm", onnx_path, "-o", back, "--force"])):
+        commands = (("to-onnx", ["to-onnx", src, "-o", onnx_path, "--force"]),
+                    ("to-gmm", ["to-gmm", onnx_path, "-o", back, "--force"]))
+
+        def cli(label: str, cmd: list[str], env: dict, runs: int = CLI_RUNS) -> None:
+            walls, proc = [], None
+            for _ in range(runs):
                 t = time.perf_counter()
                 proc = subprocess.run([*gmmnet_cmd, *cmd], capture_output=True, text=True, env=env)
-                res["cli"][f"{key} (BLAS {b})"] = {"wall": time.perf_counter() - t, "returncode": proc.returncode,
-                                                   "stderr": proc.stderr[-300:]}
+                walls.append(time.perf_counter() - t)
+            res["cli"][label] = {"wall": float(np.median(walls)), "min": min(walls), "max": max(walls), "runs": runs,
+                                 "returncode": proc.returncode, "stderr": proc.stderr[-300:]}
+
+        for b in blas:
+            env = dict(base_env, OPENBLAS_NUM_THREADS=str(b), OMP_NUM_THREADS=str(b), MKL_NUM_THREADS=str(b))
+            for key, cmd in commands:
+                cli(f"{key} (BLAS {b})", cmd, env)
+        # under load: as many busy processes as cores beside the command (no collapse: about 2x at most)
+        n_busy = os.cpu_count() or 1
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n_busy)]
+        try:
+            for key, cmd in commands:
+                cli(f"{key} (default threads, {n_busy} busy processes)", cmd, base_env, runs=1)
+        finally:
+            for p in busy:
+                p.kill()
+                p.wait()
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import gmmnet.cli"], capture_output=True, env=env)
         res["cli"]["python + import gmmnet.cli"] = {"wall": time.perf_counter() - t, "returncode": 0}
@@ -703,7 +727,8 @@ def markdown(res: dict) -> str:
         for key, val in c["library"].items():
             lines.append(f"| library: {key} | {val['wall']:.2f} | {val['cpu']:.2f} |")
         for key, val in c["cli"].items():
-            lines.append(f"| CLI: `gmmnet {key}` | {val['wall']:.2f} | – |" if key.startswith("to-")
+            spread = f" ({val['min']:.2f}–{val['max']:.2f}, median of {val['runs']})" if val.get("runs", 1) > 1 else ""
+            lines.append(f"| CLI: `gmmnet {key}` | {val['wall']:.2f}{spread} | – |" if key.startswith("to-")
                          else f"| {key} | {val['wall']:.2f} | – |")
         for key, val in c["profile"].items():
             lines += ["", f"cProfile of {key} ({val['wall']:.2f} s under the profiler), by cumulative time:", "",
