@@ -32,21 +32,14 @@ AFFINE_STEPS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler"
                 "passthrough")
 
 
-#: The mixture classes as pickle names them: what a stand-in for one (gmmnet.io's FittedState,
-#: recognised by its ``fitted_state`` marker: this module does not import io) says it is.
-_MIXTURE_CLASSES = {
-    ("sklearn.mixture._gaussian_mixture", "GaussianMixture"): "GaussianMixture",
-    ("sklearn.mixture._bayesian_mixture", "BayesianGaussianMixture"): "BayesianGaussianMixture",
-}
-
-
 def _stand_in_kind(est) -> str | None:
-    """The class name for a stand-in of a scikit-learn mixture (its fitted attributes, read
-    without importing scikit-learn), else None."""
+    """The class name (one of SUPPORTED) for a stand-in of a scikit-learn mixture: gmmnet.io's
+    FittedState, its fitted attributes read without importing scikit-learn, recognised by its
+    ``fitted_state`` marker (this module does not import io); else None."""
     t = type(est)
-    if getattr(t, "fitted_state", False) is not True:
+    if getattr(t, "fitted_state", False) is not True or not t.__module__.startswith("sklearn.mixture."):
         return None
-    return _MIXTURE_CLASSES.get((t.__module__, t.__qualname__))
+    return t.__qualname__ if t.__qualname__ in SUPPORTED else None
 
 
 def _check(est) -> str:

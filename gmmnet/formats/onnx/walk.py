@@ -849,21 +849,13 @@ class _Reader:
             raise _Misfit("casts network values to a non-float type")
         return ins[0]
 
-    @reads("Abs", after_head=True)
-    def op_Abs(self, node, ins):
-        """|z| of an affine value: Abs neurons."""
+    @reads("Abs", "Relu", after_head=True)
+    def op_activation(self, node, ins):
+        """|z| or relu(z) of an affine value: Abs or ReLU neurons."""
         v = self._data(ins)
         if isinstance(v, _Quad):
-            raise _Misfit("Abs of a sum of squares")
-        return self.make_neurons(v, "abs", node.name or node.output[0])
-
-    @reads("Relu", after_head=True)
-    def op_Relu(self, node, ins):
-        """relu(z) of an affine value: ReLU neurons."""
-        v = self._data(ins)
-        if isinstance(v, _Quad):
-            raise _Misfit("Relu of a sum of squares")
-        return self.make_neurons(v, "relu", node.name or node.output[0])
+            raise _Misfit(f"{node.op_type} of a sum of squares")
+        return self.make_neurons(v, node.op_type.lower(), node.name or node.output[0])
 
     @reads("Neg", after_head=True)
     def op_Neg(self, node, ins):
