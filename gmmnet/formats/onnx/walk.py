@@ -906,25 +906,11 @@ class _Reader:
             return va.plus(vb)
         raise _Misfit("unexpected operands")
 
-    @reads("Add", after_head=True)
-    def op_Add(self, node, ins):
-        """a + b (network values of one kind, or a network value and a constant)."""
-        return self._binary(node, ins, "add")
-
-    @reads("Sub", after_head=True)
-    def op_Sub(self, node, ins):
-        """a − b."""
-        return self._binary(node, ins, "sub")
-
-    @reads("Mul", after_head=True)
-    def op_Mul(self, node, ins):
-        """a · constant (a per-neuron scale), or a · a (a square)."""
-        return self._binary(node, ins, "mul")
-
-    @reads("Div", after_head=True)
-    def op_Div(self, node, ins):
-        """a / constant."""
-        return self._binary(node, ins, "div")
+    @reads("Add", "Sub", "Mul", "Div", after_head=True)
+    def op_arithmetic(self, node, ins):
+        """a + b and a − b (network values of one kind, or a network value and a constant), a · constant
+        (a per-neuron scale) or a · a (a square), a / constant."""
+        return self._binary(node, ins, node.op_type.lower())
 
     @reads("Sum", after_head=True)
     def op_Sum(self, node, ins):
